@@ -1,0 +1,126 @@
+"""The ``mfinject`` command: ``mfinject vm`` and ``mfinject report``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from mfinject.errors import MfinjectError
+from mfinject.expectations.model import CRASHED, PASS, KNOWN_DEVIATION
+from mfinject.report import table
+from mfinject.results import ResultSet, ScenarioResult, load
+from mfinject.vm import kernels, runner
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _console_tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_bytes().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _collect(run: runner.GuestRun) -> list[ScenarioResult]:
+    if run.results_json.exists():
+        got = list(load(run.results_json).results)
+        if got:
+            if run.timed_out:
+                got.append(ScenarioResult("(vm)", "-", run.kernel.release, CRASHED,
+                                          message="watchdog: the guest did not finish"))
+            return got
+    why = "watchdog timeout" if run.timed_out else f"guest exit {run.exit_code}"
+    tail = _console_tail(run.results_dir / "guest.log") or _console_tail(
+        run.results_dir / "console.log")
+    return [ScenarioResult("(vm)", "-", run.kernel.release, CRASHED,
+                           message=f"no results came back ({why}).\n{tail}")]
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("mfinject vm: not root: run it as root (sudo); the guest runs the suite as root "
+              "on the host's filesystem", file=sys.stderr)
+        return 2
+    specs = args.kernel or [kernels.DEFAULT_SPEC]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = (args.results or Path("results") / stamp).resolve()
+    opts = runner.VmOptions(pmem=args.pmem, accel=args.accel, timeout_s=args.timeout,
+                            pytest_args=tuple(args.pytest_args))
+    all_results: list[ScenarioResult] = []
+    guest_codes = []
+    for spec in specs:
+        kernel = kernels.resolve(spec)
+        sub = run_dir / spec.replace(":", "-").replace("/", "_").strip("_")
+        run = runner.run_kernel(kernel, sub, REPO, opts)
+        guest_codes.append(run.exit_code)
+        all_results.extend(_collect(run))
+    rs = ResultSet(tuple(all_results), {"kernels": specs, "created": stamp})
+    rs.save(run_dir / "results.json")
+    print(table.render(rs.results))
+    print(table.totals(rs.results))
+    details = table.failure_details(rs.results)
+    if details:
+        print(details)
+    print(f"results: {run_dir}")
+    bad = [r for r in rs.results if r.verdict not in (PASS, KNOWN_DEVIATION)]
+    if bad or any(c not in (0,) for c in guest_codes) or not rs.results:
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    results: list[ScenarioResult] = []
+    for path in args.results:
+        p = Path(path)
+        results.extend(load(p / "results.json" if p.is_dir() else p).results)
+    print(table.render(results))
+    print(table.totals(results))
+    details = table.failure_details(results)
+    if details:
+        print(details)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mfinject", description=__doc__)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+    vm = sub.add_parser("vm", help="boot kernels with an emulated NVDIMM and run the suite")
+    vm.add_argument("--kernel", action="append", metavar="SPEC",
+                    help=f"debian:VERSION ({', '.join(kernels.DEBIAN_KERNELS)}) or a path to a "
+                         f"vmlinuz; may repeat (default {kernels.DEFAULT_SPEC})")
+    vm.add_argument("--pmem", choices=("nfit", "memmap"), default="nfit",
+                    help="emulated pmem: ACPI NFIT NVDIMM (default) or legacy memmap= e820")
+    vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                    help="auto probes KVM once per host and kernel and falls back to TCG")
+    vm.add_argument("--timeout", type=float, default=runner.DEFAULT_TIMEOUT_S,
+                    help="watchdog per kernel, seconds")
+    vm.add_argument("--results", type=Path, help="results directory (default results/STAMP)")
+    vm.add_argument("pytest_args", nargs="*", help="extra arguments for pytest in the guest "
+                    "(after --)")
+    vm.set_defaults(func=cmd_vm)
+    rep = sub.add_parser("report", help="render saved results again")
+    rep.add_argument("results", nargs="+", help="results.json files or results directories")
+    rep.set_defaults(func=cmd_report)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MfinjectError as e:
+        print(f"mfinject: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

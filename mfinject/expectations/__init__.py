@@ -1,0 +1,1 @@
+"""What the kernel should do, as data with sources, and the verdicts it gives."""

@@ -1,0 +1,66 @@
+"""Turn an observation into checks and a verdict, using the catalogue."""
+
+from __future__ import annotations
+
+from mfinject.expectations.catalogue import EXPECTATIONS, KNOWN_DEVIATIONS
+from mfinject.expectations.model import (
+    FAIL,
+    KNOWN_DEVIATION,
+    PASS,
+    Check,
+    Expect,
+    KnownDeviation,
+    Verdict,
+    combine,
+)
+from mfinject.kernel import Version
+from mfinject.scenarios.runner import Observation, ParticipantObs
+
+
+def observed_field(p: ParticipantObs, field: str) -> str:
+    """The observed value of ``field``, in the vocabulary the catalogue uses."""
+    first = p.sigbus[0] if p.sigbus else None
+    if field == "signal":
+        return first.code if first else "none"
+    if field == "si_addr":
+        if first is None:
+            return "no signal"
+        return "own address" if first.addr == p.vaddr else f"{first.addr:#x}"
+    if field == "si_addr_lsb":
+        return str(first.addr_lsb) if first else "no signal"
+    if field == "mapping":
+        if p.mapped_after is None:
+            return "unknown"
+        return "mapped" if p.mapped_after else "unmapped"
+    if field == "injection":
+        return p.injection or "none"
+    raise KeyError(field)
+
+
+def judge(obs: Observation,
+          expectations: dict[str, tuple[Expect, ...]] = EXPECTATIONS,
+          deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:
+    version = Version.parse(obs.kernel)
+    checks = []
+    for exp in expectations.get(obs.scenario, ()):
+        if not exp.applies(obs.path, version):
+            continue
+        got = observed_field(obs.participant(exp.participant), exp.field)
+        if got == exp.value:
+            checks.append(Check(exp.participant, exp.field, exp.value, got, PASS, exp.source.cite()))
+            continue
+        known = next((d for d in deviations if d.covers(obs.scenario, exp.participant, exp.field,
+                                                         got, obs.path, version)), None)
+        if known is not None:
+            msg = (f"{exp.participant} {exp.field}: known deviation: expected {exp.value}, "
+                   f"observed {got}. {known.explanation} ({known.source.cite()})")
+            checks.append(Check(exp.participant, exp.field, exp.value, got, KNOWN_DEVIATION,
+                                exp.source.cite(), msg))
+            continue
+        lead = "deviates from" if exp.source.is_doc else "differs from"
+        msg = (f"{exp.participant} {exp.field}: expected {exp.value}, observed {got}: "
+               f"{lead} {exp.source.cite()}")
+        checks.append(Check(exp.participant, exp.field, exp.value, got, FAIL, exp.source.cite(), msg))
+    if not checks:
+        raise KeyError(f"no expectation covers {obs.scenario} on {obs.path} for {obs.kernel}")
+    return Verdict(combine([c.verdict for c in checks]), tuple(checks))

@@ -1,0 +1,58 @@
+"""The sentences and commits the expectations rest on, quoted once."""
+
+from mfinject.expectations.model import Source
+
+SIGACTION_AR = Source(
+    "sigaction(2)",
+    "BUS_MCEERR_AR (since Linux 2.6.32) Hardware memory error consumed on a machine check; "
+    "action required.",
+)
+SIGACTION_AO = Source(
+    "sigaction(2)",
+    "BUS_MCEERR_AO (since Linux 2.6.32) Hardware memory error detected in process but not "
+    "consumed; action optional.",
+)
+SIGACTION_ADDR = Source(
+    "sigaction(2)",
+    "SIGILL, SIGFPE, SIGSEGV, SIGBUS, and SIGTRAP fill in si_addr with the address of the fault.",
+)
+SIGACTION_LSB = Source(
+    "sigaction(2)",
+    "si_addr_lsb field indicates the least significant bit of the reported address and "
+    "therefore the extent of the corruption. For example, if a full page was corrupted, "
+    "si_addr_lsb contains log2(sysconf(_SC_PAGESIZE)).",
+)
+MADVISE_HWPOISON = Source(
+    "madvise(2)",
+    "MADV_HWPOISON: Poison the pages in the range specified by addr and length and handle "
+    "subsequent references to those pages like a hardware memory corruption.",
+)
+PRCTL_MCE_KILL = Source(
+    "prctl(2) PR_MCE_KILL",
+    "Early kill means that the thread receives a SIGBUS signal as soon as hardware memory "
+    "corruption is detected inside its address space. In late kill mode, the process is "
+    "killed only when it accesses a corrupted page.",
+)
+SYSCTL_LATE = Source(
+    "Documentation/admin-guide/sysctl/vm.rst (memory_failure_early_kill)",
+    "0: Only unmap the corrupted page from all processes and only kill a process who tries "
+    "to access it.",
+)
+HWPOISON_LATE = Source(
+    "Documentation/mm/hwpoison.rst",
+    "late kill: Send SIGBUS when the application runs into the corrupted page.",
+)
+HWPOISON_CORRUPT_PFN = Source(
+    "Documentation/mm/hwpoison.rst",
+    "corrupt-pfn: Inject hwpoison fault at PFN echoed into this file.",
+)
+COMMIT_DEV_PAGEMAP = Source(
+    "commit 6100e34b2526",
+    "mm, memory_failure: Teach memory_failure() about dev_pagemap pages",
+    "v4.19",
+)
+COMMIT_MF_DAX_KILL_PROCS = Source(
+    "commit",
+    "mm: introduce mf_dax_kill_procs() for fsdax case",
+    "v6.0",
+)

@@ -1,0 +1,91 @@
+"""The two ways to poison a page: madvise(MADV_HWPOISON) and debugfs corrupt-pfn.
+
+Both are carried out by a participant process, never by the test process:
+a process that poisons a page it maps receives SIGBUS itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from mfinject.errors import MfinjectError
+from mfinject.participant import Participant, Reply
+from mfinject.pmem import Namespace
+from mfinject.syscalls import PAGE_SIZE
+
+log = logging.getLogger(__name__)
+
+HWPOISON_DIR = "/sys/kernel/debug/hwpoison"
+CORRUPT_PFN = f"{HWPOISON_DIR}/corrupt-pfn"
+
+
+class InjectError(MfinjectError):
+    pass
+
+
+@dataclass(frozen=True)
+class Injection:
+    injector: str
+    by: str
+    pfn: int
+    vaddr: int | None
+    reply: Reply | None  # None: the injecting process did not survive the call
+
+    def outcome(self) -> str:
+        if self.reply is None:
+            return "caller killed"
+        if self.reply.ok:
+            return "ok"
+        return os.strerror(self.reply.errno) if self.reply.errno else str(self.reply.error)
+
+
+def check_pfn(namespace: Namespace, pfn: int) -> None:
+    """Refuse any PFN outside the designated namespace: never poison the host."""
+    if not namespace.contains_pfn(pfn):
+        raise InjectError(
+            f"refusing to inject at pfn {pfn:#x}: it lies outside {namespace.name} "
+            f"{namespace.describe_range()}; the mapping is not on the designated namespace"
+        )
+
+
+class MadviseInjector:
+    """madvise(MADV_HWPOISON) by a process on its own mapping (madvise(2))."""
+
+    name = "madvise"
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        if vaddr is None:
+            raise InjectError("madvise injection needs a participant that maps the page")
+        check_pfn(self.namespace, pfn)
+        log.info("%s: madvise(%#x, MADV_HWPOISON) for pfn %#x", by.name, vaddr, pfn)
+        reply = by.request("madvise_hwpoison", addr=vaddr, length=PAGE_SIZE)
+        return Injection(self.name, by.name, pfn, vaddr, reply)
+
+
+class CorruptPfnInjector:
+    """A write of the PFN to debugfs hwpoison/corrupt-pfn (Documentation/mm/hwpoison.rst)."""
+
+    name = "corrupt-pfn"
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+        if not os.path.isdir("/sys/kernel/debug"):
+            raise InjectError("/sys/kernel/debug missing: mount debugfs "
+                              "(mount -t debugfs none /sys/kernel/debug)")
+        if not os.path.exists(CORRUPT_PFN):
+            raise InjectError(f"{CORRUPT_PFN} missing: load the module (modprobe hwpoison_inject)"
+                              " and mount debugfs")
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        check_pfn(self.namespace, pfn)
+        log.info("%s: echo %#x > %s", by.name, pfn, CORRUPT_PFN)
+        reply = by.request("write_file", path=CORRUPT_PFN, data=f"{pfn:#x}\n")
+        return Injection(self.name, by.name, pfn, vaddr, reply)
+
+
+INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector)}

@@ -1,0 +1,75 @@
+"""Facts about the running kernel: release, config, taint, counters."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfinject.errors import MfinjectError
+
+REQUIRED_CONFIG = ("CONFIG_MEMORY_FAILURE", "CONFIG_FS_DAX", "CONFIG_HWPOISON_INJECT")
+
+
+class KernelError(MfinjectError):
+    pass
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+    patch: int = 0
+
+    @classmethod
+    def parse(cls, release: str) -> Version:
+        m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+        if not m:
+            raise KernelError(f"cannot parse kernel release {release!r}")
+        return cls(int(m[1]), int(m[2]), int(m[3] or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def release() -> str:
+    return os.uname().release
+
+
+def config() -> dict[str, str]:
+    """The running kernel's config from /proc/config.gz or /boot/config-RELEASE."""
+    rel = release()
+    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{rel}"),
+                  Path(f"/lib/modules/{rel}/config"), Path(f"/lib/modules/{rel}/build/.config")]
+    for path in candidates:
+        if path.exists():
+            data = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" \
+                else path.read_text()
+            return parse_config(data)
+    return {}
+
+
+def parse_config(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"(CONFIG_\w+)=(.*)", line)
+        if m:
+            out[m[1]] = m[2]
+    return out
+
+
+def missing_config(cfg: dict[str, str]) -> list[str]:
+    return [opt for opt in REQUIRED_CONFIG if cfg.get(opt) not in ("y", "m")]
+
+
+def taint() -> int:
+    return int(Path("/proc/sys/kernel/tainted").read_text())
+
+
+def hardware_corrupted_kb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("HardwareCorrupted:"):
+            return int(line.split()[1])
+    return 0

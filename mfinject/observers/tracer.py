@@ -1,0 +1,171 @@
+"""SIGBUS delivery observed from outside the victim, through ptrace.
+
+A Python signal handler cannot return from a synchronous BUS_MCEERR_AR: the
+faulting access would repeat for ever. So the victim never handles SIGBUS
+itself. The test process seizes every participant with PTRACE_SEIZE; each
+signal stops the tracee in signal-delivery-stop, where PTRACE_GETSIGINFO gives
+the exact si_code, si_addr and si_addr_lsb the kernel queued. At that moment,
+before the signal takes effect, the tracer also reads the tracee's pagemap for
+the addresses it was asked to watch. The signal is then delivered as the
+kernel meant it (SIGBUS's default action ends the process).
+
+All ptrace calls happen on the thread that seized the tracees, as the kernel
+requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from mfinject.errors import MfinjectError
+from mfinject.observers import pagemap
+from mfinject.syscalls import (
+    PTRACE_CONT,
+    PTRACE_O_EXITKILL,
+    PTRACE_SEIZE,
+    SI_CODE_NAMES,
+    ptrace,
+    ptrace_getsiginfo,
+)
+
+log = logging.getLogger(__name__)
+
+__WALL = 0x40000000
+
+
+class TracerError(MfinjectError):
+    pass
+
+
+@dataclass(frozen=True)
+class SignalEvent:
+    """One signal as the kernel queued it for a tracee."""
+
+    pid: int
+    signo: int
+    code: int
+    addr: int
+    addr_lsb: int
+    at_ns: int
+    # pagemap entries of the watched addresses at signal-delivery-stop
+    pagemap: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def code_name(self) -> str:
+        if self.signo == signal.SIGBUS:
+            return SI_CODE_NAMES.get(self.code, str(self.code))
+        return str(self.code)
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signo).name
+        except ValueError:
+            return str(self.signo)
+
+
+@dataclass
+class TraceeLog:
+    pid: int
+    watch: list[int] = field(default_factory=list)
+    signals: list[SignalEvent] = field(default_factory=list)
+    exit_status: int | None = None  # os.waitstatus_to_exitcode() form
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_status is None
+
+
+class Tracer:
+    """Seizes processes and records every signal they are sent."""
+
+    def __init__(self) -> None:
+        self.tracees: dict[int, TraceeLog] = {}
+
+    def seize(self, pid: int) -> TraceeLog:
+        ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_EXITKILL)
+        entry = TraceeLog(pid)
+        self.tracees[pid] = entry
+        log.debug("seized %d", pid)
+        return entry
+
+    def watch(self, pid: int, addr: int) -> None:
+        self.tracees[pid].watch.append(addr)
+
+    def pump(self) -> bool:
+        """Handle every pending stop and exit; return True if anything happened."""
+        progressed = False
+        for entry in list(self.tracees.values()):
+            while entry.alive:
+                try:
+                    pid, status = os.waitpid(entry.pid, os.WNOHANG | __WALL)
+                except ChildProcessError:
+                    entry.exit_status = -255
+                    break
+                if pid == 0:
+                    break
+                progressed = True
+                self._handle(entry, status)
+        return progressed
+
+    def _handle(self, entry: TraceeLog, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            entry.exit_status = os.waitstatus_to_exitcode(status)
+            log.debug("%d ended: %s", entry.pid, entry.exit_status)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if event:  # PTRACE_EVENT_* stops: nothing to inject
+            ptrace(PTRACE_CONT, entry.pid, 0, 0)
+            return
+        info = ptrace_getsiginfo(entry.pid)
+        snap = []
+        for addr in entry.watch:
+            try:
+                snap.append((addr, pagemap.read_entry(entry.pid, addr).raw))
+            except OSError:
+                pass
+        ev = SignalEvent(
+            pid=entry.pid,
+            signo=info.si_signo,
+            code=info.si_code,
+            addr=info.si_addr,
+            addr_lsb=info.si_addr_lsb,
+            at_ns=time.monotonic_ns(),
+            pagemap=tuple(snap),
+        )
+        entry.signals.append(ev)
+        log.info("pid %d got %s %s addr=%#x lsb=%d", entry.pid, ev.signal_name,
+                 ev.code_name, ev.addr, ev.addr_lsb)
+        ptrace(PTRACE_CONT, entry.pid, 0, sig)
+
+    def settle(self, quiet_s: float, limit_s: float) -> None:
+        """Pump until nothing has happened for ``quiet_s`` (at most ``limit_s``)."""
+        deadline = time.monotonic() + limit_s
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.pump():
+                last = time.monotonic()
+            elif time.monotonic() - last >= quiet_s:
+                return
+            time.sleep(0.005)
+
+    def kill_all(self) -> None:
+        for entry in self.tracees.values():
+            if entry.alive:
+                try:
+                    os.kill(entry.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while any(e.alive for e in self.tracees.values()):
+            self.pump()
+            if time.monotonic() > deadline:
+                raise TracerError("tracees did not exit within 10 s of SIGKILL")
+            time.sleep(0.005)

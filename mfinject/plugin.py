@@ -1,0 +1,143 @@
+"""The pytest plugin (entry point ``pytest11``): options, markers, result records.
+
+Options live in one group; each has an ini twin and an environment fallback:
+
+=========================  ========================  =======================
+option                     ini                       environment
+=========================  ========================  =======================
+--mfinject-device=DEV      mfinject_device           MFINJECT_DEVICE
+--mfinject-disposable      mfinject_disposable       MFINJECT_DISPOSABLE=1
+--mfinject-results=DIR     mfinject_results          MFINJECT_RESULTS
+--mfinject-require-pmem    mfinject_require_pmem     MFINJECT_REQUIRE_PMEM=1
+=========================  ========================  =======================
+
+``--mfinject-require-pmem`` (also on when CI=true) turns every "no pmem" skip
+into an error, so a broken VM can never go green with everything skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mfinject import results as results_mod
+from mfinject.expectations.model import ERROR
+from mfinject.report import table
+
+RESULTS_KEY = pytest.StashKey[list]()
+RECORDED_KEY = pytest.StashKey[bool]()
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str | None
+    disposable: bool
+    results_dir: Path | None
+    require_pmem: bool
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mfinject", "memory-failure injection on fsdax")
+    group.addoption("--mfinject-device", dest="mfinject_device", default=None,
+                    help="the pmem namespace or /dev/pmemN the suite may reconfigure, "
+                         "format and poison (env MFINJECT_DEVICE)")
+    group.addoption("--mfinject-disposable", dest="mfinject_disposable", action="store_true",
+                    default=None, help="the designated device holds nothing of value: allow "
+                    "reconfiguring its namespace and overwriting an existing filesystem")
+    group.addoption("--mfinject-results", dest="mfinject_results", default=None,
+                    help="directory for results.json (env MFINJECT_RESULTS)")
+    group.addoption("--mfinject-require-pmem", dest="mfinject_require_pmem", action="store_true",
+                    default=None, help="fail instead of skipping when no pmem is usable "
+                    "(env MFINJECT_REQUIRE_PMEM=1; on when CI=true)")
+    parser.addini("mfinject_device", "designated pmem namespace or device", default="")
+    parser.addini("mfinject_disposable", "the designated device is disposable", type="bool",
+                  default=False)
+    parser.addini("mfinject_results", "directory for results.json", default="")
+    parser.addini("mfinject_require_pmem", "fail instead of skipping without pmem", type="bool",
+                  default=False)
+
+
+def settings(config: pytest.Config) -> Settings:
+    opt = config.option
+    device = opt.mfinject_device or config.getini("mfinject_device") or \
+        os.environ.get("MFINJECT_DEVICE") or None
+    disposable = bool(opt.mfinject_disposable or config.getini("mfinject_disposable")
+                      or _truthy(os.environ.get("MFINJECT_DISPOSABLE")))
+    results = opt.mfinject_results or config.getini("mfinject_results") or \
+        os.environ.get("MFINJECT_RESULTS") or None
+    require = bool(opt.mfinject_require_pmem or config.getini("mfinject_require_pmem")
+                   or _truthy(os.environ.get("MFINJECT_REQUIRE_PMEM"))
+                   or _truthy(os.environ.get("CI")))
+    return Settings(device, disposable, Path(results) if results else None, require)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "pmem: injects poison into the designated fsdax namespace (needs root and "
+        "--mfinject-device, or run it in the VM with `mfinject vm`)")
+    config.stash[RESULTS_KEY] = []
+    for mod in ("mfinject.fixtures.pmem", "mfinject.fixtures.fs", "mfinject.fixtures.poison"):
+        config.pluginmanager.import_plugin(mod)
+
+
+def record(config: pytest.Config, item: pytest.Item | None,
+           result: results_mod.ScenarioResult) -> None:
+    config.stash[RESULTS_KEY].append(result)
+    if item is not None:
+        item.stash[RECORDED_KEY] = True
+        item.user_properties.append(("verdict", result.verdict))
+        item.user_properties.append(("kernel", result.kernel))
+        if result.observation:
+            for p in result.observation["participants"]:
+                for s in p["sigbus"]:
+                    item.user_properties.append(
+                        (f"{p['name']}.sigbus", f"{s['code']} addr={s['addr']:#x} "
+                                                f"lsb={s['addr_lsb']}"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, None, None]:
+    outcome = yield
+    report = outcome.get_result()
+    # A scenario that failed before it produced an observation still gets a
+    # record, so the table never silently loses a row.
+    callspec = getattr(item, "callspec", None)
+    if report.failed and callspec is not None and "scenario" in callspec.params \
+            and not item.stash.get(RECORDED_KEY, False):
+        scenario = callspec.params["scenario"]
+        fs_kind = callspec.params.get("dax_fs", "?")
+        msg = str(report.longrepr.reprcrash.message) if hasattr(report.longrepr, "reprcrash") \
+            else str(report.longrepr).splitlines()[-1]
+        record(item.config, item, results_mod.ScenarioResult(
+            scenario=getattr(scenario, "name", str(scenario)), fs=str(fs_kind),
+            kernel=os.uname().release, verdict=ERROR, message=f"{report.when}: {msg}",
+            nodeid=item.nodeid))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    s = settings(session.config)
+    got = session.config.stash.get(RESULTS_KEY, [])
+    if s.results_dir is not None:
+        results_mod.ResultSet(tuple(got), {"kernel": os.uname().release}).save(
+            s.results_dir / "results.json")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    got = terminalreporter.config.stash.get(RESULTS_KEY, [])
+    if not got:
+        return
+    terminalreporter.section("mfinject results")
+    terminalreporter.write_line(table.render(got))
+    terminalreporter.write_line(table.totals(got))
+    details = table.failure_details(got)
+    if details:
+        terminalreporter.write_line(details)

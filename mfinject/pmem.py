@@ -1,0 +1,196 @@
+"""Persistent-memory namespaces: discovery (sysfs, pyudev) and setup (ndctl).
+
+A namespace is named either by its block device (``/dev/pmem0``, ``pmem0``)
+or by its libnvdimm name (``namespace0.0``). Its physical range comes from
+sysfs (``/sys/bus/nd/devices/namespaceX.Y/resource`` and ``size``): every PFN
+the suite injects into must lie inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyudev
+
+from mfinject.errors import MfinjectError
+from mfinject.syscalls import PAGE_SIZE
+
+log = logging.getLogger(__name__)
+
+ND_DEVICES = Path("/sys/bus/nd/devices")
+UDEV_TIMEOUT_S = 60.0
+
+
+class PmemError(MfinjectError):
+    pass
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str  # namespaceX.Y
+    mode: str  # fsdax, raw, devdax, sector
+    blockdev: str | None  # pmemN
+    phys_start: int
+    phys_size: int
+
+    @property
+    def devpath(self) -> str:
+        if not self.blockdev:
+            raise PmemError(f"{self.name} has no block device (mode {self.mode})")
+        return f"/dev/{self.blockdev}"
+
+    def contains_pfn(self, pfn: int) -> bool:
+        addr = pfn * PAGE_SIZE
+        return self.phys_start <= addr < self.phys_start + self.phys_size
+
+    def describe_range(self) -> str:
+        return f"[{self.phys_start:#x}, {self.phys_start + self.phys_size:#x})"
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise PmemError(f"{name} not found: install it (apt-get install {package})")
+    return path
+
+
+def ndctl(*args: str, timeout: float = 120.0) -> object:
+    """Run ndctl and parse its JSON output (None when it prints nothing)."""
+    cmd = [require_tool("ndctl", "ndctl"), *args]
+    log.info("+ %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise PmemError(f"{' '.join(cmd)} did not finish within {timeout:.0f} s") from e
+    if proc.returncode != 0:
+        raise PmemError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    out = proc.stdout.strip()
+    return json.loads(out) if out.startswith(("{", "[")) else None
+
+
+def _read_int(path: Path) -> int:
+    return int(path.read_text().strip(), 0)
+
+
+def namespace_of_blockdev(blockdev: str) -> str:
+    """``pmem0`` -> ``namespace0.0``, through the sysfs parent (namespace or pfn)."""
+    dev = Path(f"/sys/block/{blockdev}/device")
+    if not dev.exists():
+        raise PmemError(f"/dev/{blockdev} is not a pmem block device (no {dev})")
+    target = dev.resolve()
+    if target.name.startswith("namespace"):
+        return target.name
+    ns_link = target / "namespace"
+    if ns_link.exists():
+        return ns_link.resolve().name
+    raise PmemError(f"cannot find the namespace behind /dev/{blockdev} ({target})")
+
+
+def lookup(designation: str) -> Namespace:
+    """Resolve ``/dev/pmemN``, ``pmemN`` or ``namespaceX.Y`` to a Namespace."""
+    name = designation.removeprefix("/dev/")
+    if name.startswith("pmem"):
+        if not Path(f"/dev/{name}").exists():
+            raise PmemError(
+                f"{designation} does not exist: check `ndctl list -N` and designate "
+                "an existing namespace with --mfinject-device"
+            )
+        name = namespace_of_blockdev(name)
+    if not (ND_DEVICES / name).exists():
+        raise PmemError(
+            f"{designation} does not exist: check `ndctl list -N` and designate "
+            "an existing namespace with --mfinject-device"
+        )
+    listing = ndctl("list", "-n", name)
+    if isinstance(listing, list):
+        listing = listing[0] if listing else None
+    if not isinstance(listing, dict):
+        raise PmemError(f"ndctl does not list {name}: is it disabled? (ndctl enable-namespace {name})")
+    return Namespace(
+        name=name,
+        mode=str(listing.get("mode", "unknown")),
+        blockdev=listing.get("blockdev"),
+        phys_start=_read_int(ND_DEVICES / name / "resource"),
+        phys_size=_read_int(ND_DEVICES / name / "size"),
+    )
+
+
+class BlockdevWaiter:
+    """Waits for a udev ``add`` event of a block device; start it before acting."""
+
+    def __init__(self) -> None:
+        self._monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+        self._monitor.filter_by("block")
+        self._monitor.start()
+
+    def wait_add(self, blockdev: str, timeout_s: float = UDEV_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PmemError(
+                    f"no udev 'add' event for {blockdev} within {timeout_s:.0f} s: "
+                    "is systemd-udevd running?"
+                )
+            device = self._monitor.poll(timeout=left)
+            if device is not None and device.sys_name == blockdev and device.action == "add":
+                if os.path.exists(f"/dev/{blockdev}"):
+                    return
+
+    def close(self) -> None:
+        # pyudev monitors hold a netlink socket; drop it explicitly
+        self._monitor = None  # type: ignore[assignment]
+
+
+def ensure_fsdax(ns: Namespace, *, may_reconfigure: bool) -> Namespace:
+    """Return the namespace in fsdax mode, reconfiguring it if allowed."""
+    if ns.mode == "fsdax" and ns.blockdev:
+        return ns
+    if not may_reconfigure:
+        raise PmemError(
+            f"{ns.name} is in {ns.mode} mode, not fsdax: a raw namespace mounts with -o dax "
+            f"but gives page cache. Run `ndctl create-namespace -f -e {ns.name} -m fsdax`, "
+            "or pass --mfinject-disposable to let the suite do it"
+        )
+    waiter = BlockdevWaiter()
+    try:
+        out = ndctl("create-namespace", "-f", "-e", ns.name, "-m", "fsdax")
+        if not isinstance(out, dict) or not out.get("blockdev"):
+            raise PmemError(f"ndctl create-namespace on {ns.name} printed no blockdev: {out}")
+        waiter.wait_add(str(out["blockdev"]))
+    finally:
+        waiter.close()
+    return lookup(ns.name)
+
+
+def reset(ns: Namespace) -> Namespace:
+    """Disable and enable the namespace.
+
+    Re-enabling re-initialises the ZONE_DEVICE memmap (memmap_init_zone_device),
+    so the page flags a previous injection set, PG_hwpoison included, are gone
+    and each scenario starts on clean pages. Software injection records no
+    pmem bad blocks, so nothing else carries over.
+    """
+    waiter = BlockdevWaiter()
+    try:
+        ndctl("disable-namespace", ns.name)
+        ndctl("enable-namespace", ns.name)
+        if ns.blockdev:
+            waiter.wait_add(ns.blockdev)
+    finally:
+        waiter.close()
+    return lookup(ns.name)
+
+
+def badblocks(ns: Namespace) -> list[str]:
+    path = Path(f"/sys/block/{ns.blockdev}/badblocks")
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,94 @@
+"""The terminal table: scenario, kernel, filesystem, expected, observed, verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tabulate import tabulate
+
+from mfinject.expectations.model import PASS
+from mfinject.results import ScenarioResult
+
+_ORDER = {"crashed": 0, "error": 1, "fail": 2, "known-deviation": 3, "pass": 4}
+
+
+def _observed_participant(p: dict[str, Any]) -> str:
+    bits = []
+    if p["sigbus"]:
+        s = p["sigbus"][0]
+        own = "own" if s["addr"] == p["vaddr"] else f"{s['addr']:#x}"
+        bits.append(f"{s['code']} addr={own} lsb={s['addr_lsb']}")
+    else:
+        bits.append("no SIGBUS")
+    if p["mapped_after"] is not None:
+        bits.append("mapped" if p["mapped_after"] else "unmapped")
+    if p["injection"] is not None and p["injection"] != "caller killed":
+        bits.append(f"inject={p['injection']}")
+    return f"{p['name']}: " + " ".join(bits)
+
+
+def observed_cell(r: ScenarioResult) -> str:
+    if r.observation is None:
+        return r.message.splitlines()[0] if r.message else "-"
+    return "\n".join(_observed_participant(p) for p in r.observation["participants"])
+
+
+def expected_cell(r: ScenarioResult) -> str:
+    per: dict[str, list[str]] = {}
+    for c in r.checks:
+        val = c["expected"]
+        if c["field"] == "si_addr_lsb":
+            val = f"lsb={val}"
+        elif c["field"] == "si_addr":
+            val = "addr=own" if val == "own address" else f"addr={val}"
+        elif c["field"] == "signal" and val == "none":
+            val = "no SIGBUS"
+        elif c["field"] == "injection":
+            val = f"inject={val}"
+        per.setdefault(c["participant"], []).append(val)
+    return "\n".join(f"{who}: {' '.join(vals)}" for who, vals in per.items()) or "-"
+
+
+def verdict_cell(r: ScenarioResult) -> str:
+    if r.verdict == PASS:
+        return "pass"
+    bad = [c for c in r.checks if c["verdict"] != PASS]
+    what = ", ".join(f"{c['participant']}.{c['field']}" for c in bad)
+    return f"{r.verdict.upper()}" + (f" ({what})" if what else "")
+
+
+def sort_key(r: ScenarioResult) -> tuple[int, str, str, str]:
+    return (_ORDER.get(r.verdict, 0), r.scenario, r.kernel, r.fs)
+
+
+def render(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
+    rows = [
+        [r.scenario, r.kernel, r.fs, expected_cell(r), observed_cell(r), verdict_cell(r)]
+        for r in sorted(results, key=sort_key)
+    ]
+    return tabulate(rows, headers=["scenario", "kernel", "filesystem", "expected", "observed",
+                                   "verdict"], tablefmt=tablefmt)
+
+
+def totals(results: Iterable[ScenarioResult]) -> str:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    order = ["pass", "fail", "known-deviation", "error", "crashed"]
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in order if counts.get(k) or k in ("pass", "fail"))
+
+
+def failure_details(results: Iterable[ScenarioResult]) -> str:
+    """For each non-pass: the mismatches with their sources, and the dmesg excerpt."""
+    out = []
+    for r in sorted(results, key=sort_key):
+        if r.verdict == PASS:
+            continue
+        out.append(f"== {r.scenario} on {r.fs}, kernel {r.kernel}: {r.verdict}")
+        if r.message:
+            out.extend(f"   {line}" for line in r.message.splitlines())
+        if r.observation:
+            for line in r.observation.get("dmesg", [])[-15:]:
+                out.append(f"   dmesg: {line}")
+    return "\n".join(out)

@@ -1,0 +1,42 @@
+"""Scenarios: who maps the page, with which kill policy, and who poisons it.
+
+A scenario is data (:class:`Scenario`); :mod:`mfinject.scenarios.runner`
+plays it on a mounted fsdax filesystem and returns an
+:class:`~mfinject.scenarios.runner.Observation`. What the kernel should do is
+not here but in :mod:`mfinject.expectations`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT = "default"  # follows vm.memory_failure_early_kill, which the suite sets to 0
+EARLY = "early"      # prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY)
+LATE = "late"        # prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_LATE)
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    maps: bool
+    policy: str = DEFAULT
+    injects: bool = False
+
+    def describe(self) -> str:
+        parts = ["maps the page" if self.maps else "maps nothing", f"{self.policy} kill"]
+        if self.injects:
+            parts.append("injects")
+        return f"{self.name} ({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    injector: str  # a key of mfinject.injectors.INJECTORS
+    roles: tuple[Role, ...]
+
+    @property
+    def injecting_role(self) -> Role:
+        (role,) = [r for r in self.roles if r.injects]
+        return role

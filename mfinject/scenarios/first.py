@@ -1,0 +1,31 @@
+"""The first scenarios: one page, PTE-mapped, poisoned once.
+
+1. madvise-self: a process poisons a page it maps.
+2. madvise-late: as 1, with a second mapper under the default (late) policy.
+3. madvise-early: as 1, with a second mapper that asked for early kill.
+4. corrupt-pfn: a process that maps nothing writes the PFN to corrupt-pfn
+   while a late-kill and an early-kill process map the page.
+"""
+
+from mfinject.scenarios import DEFAULT, EARLY, Role, Scenario
+
+MADVISE_SELF = Scenario(
+    "madvise-self", "a process poisons its own mapping with madvise", "madvise",
+    (Role("A", maps=True, injects=True),),
+)
+MADVISE_LATE = Scenario(
+    "madvise-late", "madvise by A while B maps the page (late kill)", "madvise",
+    (Role("A", maps=True, injects=True), Role("B", maps=True, policy=DEFAULT)),
+)
+MADVISE_EARLY = Scenario(
+    "madvise-early", "madvise by A while C maps the page (PR_MCE_KILL_EARLY)", "madvise",
+    (Role("A", maps=True, injects=True), Role("C", maps=True, policy=EARLY)),
+)
+CORRUPT_PFN = Scenario(
+    "corrupt-pfn", "corrupt-pfn by I, who maps nothing, while B (late) and C (early) map it",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("B", maps=True, policy=DEFAULT),
+     Role("C", maps=True, policy=EARLY)),
+)
+
+SCENARIOS = (MADVISE_SELF, MADVISE_LATE, MADVISE_EARLY, CORRUPT_PFN)

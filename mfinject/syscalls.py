@@ -1,0 +1,195 @@
+"""Thin ctypes wrappers for the system calls the suite needs.
+
+Every wrapper turns a failing call into ``OSError(errno, strerror, ...)``.
+Constants are the x86_64/generic values from the kernel's uapi headers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# <asm-generic/mman-common.h>
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+MAP_SHARED = 0x01
+MAP_FAILED = ctypes.c_void_p(-1).value
+MADV_HWPOISON = 100
+
+# <uapi/linux/prctl.h>
+PR_MCE_KILL = 33
+PR_MCE_KILL_GET = 34
+PR_MCE_KILL_CLEAR = 0
+PR_MCE_KILL_SET = 1
+PR_MCE_KILL_LATE = 0
+PR_MCE_KILL_EARLY = 1
+PR_MCE_KILL_DEFAULT = 2
+
+# <uapi/linux/ptrace.h>
+PTRACE_CONT = 7
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SEIZE = 0x4206
+PTRACE_O_EXITKILL = 1 << 20
+
+# <uapi/asm-generic/siginfo.h>
+BUS_MCEERR_AR = 4
+BUS_MCEERR_AO = 5
+SI_CODE_NAMES = {
+    1: "BUS_ADRALN",
+    2: "BUS_ADRERR",
+    3: "BUS_OBJERR",
+    BUS_MCEERR_AR: "BUS_MCEERR_AR",
+    BUS_MCEERR_AO: "BUS_MCEERR_AO",
+}
+
+# <uapi/linux/stat.h>
+STATX_BASIC_STATS = 0x7FF
+STATX_ATTR_DAX = 0x00200000
+AT_FDCWD = -100
+
+
+def _check(ret: int, *args: object) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), *args)
+    return ret
+
+
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def mmap(fd: int, length: int, offset: int, prot: int = PROT_READ | PROT_WRITE,
+         flags: int = MAP_SHARED) -> int:
+    """Map ``length`` bytes of ``fd`` at ``offset``; return the address."""
+    addr = _libc.mmap(None, length, prot, flags, fd, offset)
+    if addr is None or addr == MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "mmap")
+    return addr
+
+
+def munmap(addr: int, length: int) -> None:
+    _check(_libc.munmap(addr, length), "munmap")
+
+
+def madvise(addr: int, length: int, advice: int) -> None:
+    _check(_libc.madvise(addr, length, advice), "madvise")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.c_void_p = 0) -> int:
+    ctypes.set_errno(0)
+    ret = _libc.ptrace(request, pid, addr, data)
+    if ret == -1 and ctypes.get_errno():
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "ptrace", request, pid)
+    return ret
+
+
+def peek_byte(addr: int) -> int:
+    """Load one byte from ``addr``: this is the access that may fault."""
+    return ctypes.c_ubyte.from_address(addr).value
+
+
+def poke_byte(addr: int, value: int) -> None:
+    ctypes.c_ubyte.from_address(addr).value = value
+
+
+class Siginfo(ctypes.Structure):
+    """The x86_64 layout of siginfo_t for SIGBUS (128 bytes)."""
+
+    _fields_ = [
+        ("si_signo", ctypes.c_int),
+        ("si_errno", ctypes.c_int),
+        ("si_code", ctypes.c_int),
+        ("_pad0", ctypes.c_int),
+        ("si_addr", ctypes.c_uint64),
+        ("si_addr_lsb", ctypes.c_short),
+        ("_pad1", ctypes.c_byte * (128 - 26)),
+    ]
+
+
+def ptrace_getsiginfo(pid: int) -> Siginfo:
+    info = Siginfo()
+    ptrace(PTRACE_GETSIGINFO, pid, 0, ctypes.addressof(info))
+    return info
+
+
+class _StatxTimestamp(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32), ("_r", ctypes.c_int32)]
+
+
+class _Statx(ctypes.Structure):
+    _fields_ = [
+        ("stx_mask", ctypes.c_uint32),
+        ("stx_blksize", ctypes.c_uint32),
+        ("stx_attributes", ctypes.c_uint64),
+        ("stx_nlink", ctypes.c_uint32),
+        ("stx_uid", ctypes.c_uint32),
+        ("stx_gid", ctypes.c_uint32),
+        ("stx_mode", ctypes.c_uint16),
+        ("_spare0", ctypes.c_uint16),
+        ("stx_ino", ctypes.c_uint64),
+        ("stx_size", ctypes.c_uint64),
+        ("stx_blocks", ctypes.c_uint64),
+        ("stx_attributes_mask", ctypes.c_uint64),
+        ("_rest", ctypes.c_uint8 * (256 - 64)),
+    ]
+
+
+@dataclass(frozen=True)
+class StatxAttrs:
+    attributes: int
+    attributes_mask: int
+
+    @property
+    def dax_known(self) -> bool:
+        return bool(self.attributes_mask & STATX_ATTR_DAX)
+
+    @property
+    def dax(self) -> bool:
+        return bool(self.attributes & STATX_ATTR_DAX)
+
+
+_libc.statx.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_int,
+    ctypes.c_uint,
+    ctypes.POINTER(_Statx),
+]
+
+
+def statx(path: str) -> StatxAttrs:
+    buf = _Statx()
+    _check(_libc.statx(AT_FDCWD, os.fsencode(path), 0, STATX_BASIC_STATS, ctypes.byref(buf)),
+           "statx", path)
+    return StatxAttrs(buf.stx_attributes, buf.stx_attributes_mask)

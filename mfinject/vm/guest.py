@@ -1,0 +1,60 @@
+"""The guest side of a VM run: find the emulated namespace and run pytest.
+
+Run as ``python -m mfinject.vm.guest --results DIR --tests PATH``. The console
+of a virtme-ng guest is garbled, so everything goes to files in DIR, which the
+host shares with the guest read-write: guest.log (pytest's output),
+results.json, junit.xml, and guest-exit (pytest's exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _first_namespace() -> str | None:
+    try:
+        out = subprocess.run(["ndctl", "list", "-N", "-i"], capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+    except FileNotFoundError:
+        return None
+    data = json.loads(out) if out.strip() else []
+    if isinstance(data, dict):
+        data = [data]
+    names = sorted(ns["dev"] for ns in data if "dev" in ns)
+    return names[0] if names else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mfinject.vm.guest")
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--tests", required=True)
+    ap.add_argument("pytest_args", nargs="*")
+    args = ap.parse_args(argv)
+
+    log_path = args.results / "guest.log"
+    with log_path.open("w", buffering=1) as logf:
+        logf.write(f"guest: kernel {os.uname().release}, python {sys.version.split()[0]}\n")
+        ns = _first_namespace()
+        if ns is None:
+            logf.write("guest: no pmem namespace in the VM (ndctl list -N is empty): "
+                       "the emulated NVDIMM did not come up\n")
+        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "-p", "no:cacheprovider",
+               "--color=no", f"--junitxml={args.results / 'junit.xml'}",
+               f"--mfinject-results={args.results}", "--mfinject-disposable",
+               *( [f"--mfinject-device={ns}"] if ns else [] ), *args.pytest_args]
+        logf.write("guest: " + " ".join(cmd) + "\n")
+        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1")
+        rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                            check=False).returncode
+        logf.write(f"guest: pytest exited {rc}\n")
+    (args.results / "guest-exit").write_text(f"{rc}\n")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

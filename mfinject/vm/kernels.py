@@ -1,0 +1,197 @@
+"""Kernel resolution: a SPEC names a kernel; the result is an unpacked vmlinuz.
+
+- ``debian:6.1`` (the default), ``debian:6.12``: Debian's packaged kernel of
+  that release, downloaded with apt-get through a sources list kept in the
+  cache (never /etc/apt), unpacked with ``dpkg -x`` and never installed.
+- a path to a vmlinuz: the modules must sit beside it, either in
+  ``../lib/modules/RELEASE`` (a Debian package layout) or in the same
+  directory as the vmlinuz (``usr/lib/modules/RELEASE/vmlinuz``, 7.x layout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfinject.errors import MfinjectError
+
+log = logging.getLogger(__name__)
+
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+class KernelResolveError(MfinjectError):
+    pass
+
+
+@dataclass(frozen=True)
+class Kernel:
+    spec: str
+    release: str
+    vmlinuz: Path
+    modules: Path  # .../lib/modules/RELEASE
+
+    def to_json(self) -> str:
+        return json.dumps({"spec": self.spec, "release": self.release,
+                           "vmlinuz": str(self.vmlinuz), "modules": str(self.modules)})
+
+
+@dataclass(frozen=True)
+class DebianKernel:
+    name: str  # the release in the SPEC, e.g. "6.1"
+    suite: str
+    metapackage: str = "linux-image-amd64"
+
+
+DEBIAN_KERNELS = {
+    k.name: k
+    for k in (
+        DebianKernel("6.1", "bookworm"),
+        DebianKernel("6.12", "trixie"),
+    )
+}
+DEFAULT_SPEC = "debian:6.1"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MFINJECT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mfinject")
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def host_mirror() -> str:
+    """The Debian mirror the host's apt already uses (deb822 or one-line form)."""
+    candidates = []
+    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        candidates += re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.M)
+    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]:
+        if f.exists():
+            candidates += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", f.read_text(), re.M)
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    raise KernelResolveError(
+        "no Debian mirror in /etc/apt: add one to /etc/apt/sources.list.d, "
+        "or give --kernel PATH/TO/vmlinuz"
+    )
+
+
+def _apt(root: Path, *args: str) -> str:
+    opts = [
+        "-o", f"Dir::Etc::sourcelist={root / 'sources.list'}",
+        "-o", "Dir::Etc::sourceparts=-",
+        "-o", f"Dir::State::Lists={root / 'lists'}",
+        "-o", f"Dir::Cache={root / 'cache'}",
+        "-o", "APT::Get::List-Cleanup=0",
+        "-o", "Debug::NoLocking=1",
+    ]
+    cmd = ["apt-get" if args[0] in ("update", "download") else "apt-cache", *opts, *args]
+    log.info("+ %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=900, check=False)
+    if proc.returncode != 0:
+        raise KernelResolveError(f"{' '.join(cmd[:1] + list(args))} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _apt_root(suite: str) -> Path:
+    root = cache_dir() / "apt" / suite
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "sources.list").write_text(
+        f"deb [signed-by={KEYRING}] {host_mirror()} {suite} main\n")
+    return root
+
+
+def _image_package(root: Path, metapackage: str) -> str:
+    out = _apt(root, "depends", metapackage)
+    deps = re.findall(r"Depends:\s*(linux-image-\S+)", out)
+    if not deps:
+        raise KernelResolveError(f"{metapackage} names no linux-image package: {out!r}")
+    return deps[0]
+
+
+def _extra_packages(root: Path, image: str) -> list[str]:
+    """From 7.x the image package is split: vmlinuz and modules come separately."""
+    out = _apt(root, "depends", image)
+    return re.findall(r"Depends:\s*(linux-(?:binary|modules)-\S+)", out)
+
+
+def find_modules(vmlinuz: Path, release: str | None = None) -> Path:
+    """The modules tree that belongs to a vmlinuz, in either package layout."""
+    if release is None:
+        release = vmlinuz.name.removeprefix("vmlinuz-") if vmlinuz.name != "vmlinuz" \
+            else vmlinuz.parent.name
+    for cand in (vmlinuz.parent, vmlinuz.parent.parent / "lib" / "modules" / release,
+                 vmlinuz.parent.parent / "usr" / "lib" / "modules" / release):
+        if (cand / "modules.dep").exists() or (cand / "modules.order").exists() or \
+                (cand / "kernel").is_dir():
+            return cand
+    raise KernelResolveError(
+        f"no modules found for {vmlinuz}: put them in ../lib/modules/{release} "
+        "beside the vmlinuz (the layout dpkg -x leaves), or use --kernel debian:VERSION"
+    )
+
+
+def _unpacked(spec: str, root: Path) -> Kernel:
+    images = sorted(root.glob("boot/vmlinuz-*")) + sorted(root.glob("usr/lib/modules/*/vmlinuz"))
+    if not images:
+        raise KernelResolveError(f"no vmlinuz in {root}")
+    vmlinuz = images[-1]
+    release = vmlinuz.name.removeprefix("vmlinuz-") if vmlinuz.name != "vmlinuz" \
+        else vmlinuz.parent.name
+    modules = find_modules(vmlinuz, release)
+    if not (modules / "modules.dep").exists():
+        subprocess.run(["depmod", "-b", str(modules.parent.parent.parent), release], check=False)
+    return Kernel(spec, release, vmlinuz, modules)
+
+
+def resolve_debian(name: str, *, refresh: bool = False) -> Kernel:
+    if name not in DEBIAN_KERNELS:
+        raise KernelResolveError(
+            f"unknown Debian kernel {name!r}: choose one of "
+            + ", ".join(f"debian:{k}" for k in DEBIAN_KERNELS) + ", or give a path to a vmlinuz")
+    dk = DEBIAN_KERNELS[name]
+    spec = f"debian:{name}"
+    marker = cache_dir() / "kernels" / f"debian-{name}.json"
+    if marker.exists() and not refresh:
+        data = json.loads(marker.read_text())
+        if Path(data["vmlinuz"]).exists():
+            log.info("kernel %s: cached %s", spec, data["vmlinuz"])
+            return Kernel(spec, data["release"], Path(data["vmlinuz"]), Path(data["modules"]))
+    root = _apt_root(dk.suite)
+    _apt(root, "update")
+    image = _image_package(root, dk.metapackage)
+    pkgs = [image, *_extra_packages(root, image)]
+    dest = cache_dir() / "kernels" / image
+    debs = root / "debs"
+    debs.mkdir(exist_ok=True)
+    for pkg in pkgs:
+        if not list(debs.glob(f"{pkg}_*.deb")):
+            _apt(root, "download", pkg)
+            for deb in root.glob(f"{pkg}_*.deb"):
+                deb.replace(debs / deb.name)
+        for deb in debs.glob(f"{pkg}_*.deb"):
+            log.info("unpacking %s into %s", deb.name, dest)
+            subprocess.run(["dpkg", "-x", str(deb), str(dest)], check=True)
+    kernel = _unpacked(spec, dest)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(kernel.to_json())
+    return kernel
+
+
+def resolve(spec: str) -> Kernel:
+    if spec.startswith("debian:"):
+        return resolve_debian(spec.removeprefix("debian:"))
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise KernelResolveError(
+            f"--kernel {spec}: no such file; give debian:VERSION or the path to a vmlinuz")
+    modules = find_modules(path)
+    return Kernel(str(path), modules.name, path.resolve(), modules)

@@ -1,0 +1,19 @@
+"""The first scenarios on each filesystem, in the guest or on designated pmem."""
+
+import pytest
+
+from mfinject.expectations.evaluate import judge
+from mfinject.expectations.model import KNOWN_DEVIATION, PASS
+from mfinject.scenarios import first, runner
+
+pytestmark = pytest.mark.pmem
+
+
+@pytest.mark.parametrize("scenario", first.SCENARIOS, ids=lambda s: s.name)
+def test_scenario(scenario, dax_fs, clean_namespace, hwpoison, mf_record):
+    obs = runner.run(scenario, dax_fs, clean_namespace)
+    verdict = judge(obs)
+    mf_record(obs, verdict)
+    if verdict.verdict == KNOWN_DEVIATION:
+        pytest.xfail("\n".join(verdict.messages))
+    assert verdict.verdict == PASS, "\n".join(verdict.messages)
