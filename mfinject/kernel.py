@@ -38,17 +38,23 @@ def release() -> str:
     return os.uname().release
 
 
-def config() -> dict[str, str]:
-    """The running kernel's config from /proc/config.gz or /boot/config-RELEASE."""
+def config() -> dict[str, str] | None:
+    """The running kernel's config, or None when nowhere to be found.
+
+    Looks at $MFINJECT_KERNEL_CONFIG (the VM runner points it at the config
+    shipped beside the vmlinuz), /proc/config.gz and /boot/config-RELEASE.
+    """
     rel = release()
-    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{rel}"),
+    env = os.environ.get("MFINJECT_KERNEL_CONFIG")
+    candidates = [Path(env)] if env else []
+    candidates += [Path("/proc/config.gz"), Path(f"/boot/config-{rel}"),
                   Path(f"/lib/modules/{rel}/config"), Path(f"/lib/modules/{rel}/build/.config")]
     for path in candidates:
         if path.exists():
             data = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" \
                 else path.read_text()
             return parse_config(data)
-    return {}
+    return None
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -60,8 +66,22 @@ def parse_config(text: str) -> dict[str, str]:
     return out
 
 
-def missing_config(cfg: dict[str, str]) -> list[str]:
+def missing_config(cfg: dict[str, str] | None) -> list[str]:
+    """Required options the config lacks; with no config, probe the running kernel."""
+    if cfg is None:
+        probes = {
+            "CONFIG_MEMORY_FAILURE": Path("/proc/sys/vm/memory_failure_early_kill").exists(),
+            "CONFIG_FS_DAX": True,  # no runtime probe; a non-DAX mount is caught by statx
+            "CONFIG_HWPOISON_INJECT": Path("/sys/kernel/debug/hwpoison").exists()
+            or Path("/sys/module/hwpoison_inject").exists() or _module_exists("hwpoison_inject"),
+        }
+        return [opt for opt, ok in probes.items() if not ok]
     return [opt for opt in REQUIRED_CONFIG if cfg.get(opt) not in ("y", "m")]
+
+
+def _module_exists(name: str) -> bool:
+    base = Path(f"/lib/modules/{release()}")
+    return any(base.rglob(f"{name}.ko*")) if base.exists() else False
 
 
 def taint() -> int:

@@ -34,7 +34,7 @@ from mfinject.syscalls import (
 
 log = logging.getLogger(__name__)
 
-__WALL = 0x40000000
+WAIT_ALL = 0x40000000
 
 
 class TracerError(MfinjectError):
@@ -102,7 +102,7 @@ class Tracer:
         for entry in list(self.tracees.values()):
             while entry.alive:
                 try:
-                    pid, status = os.waitpid(entry.pid, os.WNOHANG | __WALL)
+                    pid, status = os.waitpid(entry.pid, os.WNOHANG | WAIT_ALL)
                 except ChildProcessError:
                     entry.exit_status = -255
                     break

@@ -68,7 +68,8 @@ def render(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
         for r in sorted(results, key=sort_key)
     ]
     return tabulate(rows, headers=["scenario", "kernel", "filesystem", "expected", "observed",
-                                   "verdict"], tablefmt=tablefmt)
+                                   "verdict"], tablefmt=tablefmt,
+                    maxcolwidths=[None, None, None, 34, 60, 30])
 
 
 def totals(results: Iterable[ScenarioResult]) -> str:

@@ -66,17 +66,19 @@ def cache_dir() -> Path:
     return path
 
 
-def host_mirror() -> str:
-    """The Debian mirror the host's apt already uses (deb822 or one-line form)."""
-    candidates = []
+def host_mirrors() -> tuple[str, str | None]:
+    """The Debian mirror (and security mirror) the host's apt already uses."""
+    candidates: list[str] = []
     for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
         candidates += re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.M)
     for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]:
         if f.exists():
             candidates += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", f.read_text(), re.M)
-    for uri in candidates:
-        if uri.rstrip("/").endswith("/debian"):
-            return uri.rstrip("/")
+    main = next((u.rstrip("/") for u in candidates if u.rstrip("/").endswith("/debian")), None)
+    security = next((u.rstrip("/") for u in candidates
+                     if u.rstrip("/").endswith("/debian-security")), None)
+    if main:
+        return main, security
     raise KernelResolveError(
         "no Debian mirror in /etc/apt: add one to /etc/apt/sources.list.d, "
         "or give --kernel PATH/TO/vmlinuz"
@@ -104,8 +106,11 @@ def _apt_root(suite: str) -> Path:
     root = cache_dir() / "apt" / suite
     (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    (root / "sources.list").write_text(
-        f"deb [signed-by={KEYRING}] {host_mirror()} {suite} main\n")
+    main, security = host_mirrors()
+    lines = [f"deb [signed-by={KEYRING}] {main} {suite} main"]
+    if security:  # kernel updates land in SUITE-security before the point release
+        lines.append(f"deb [signed-by={KEYRING}] {security} {suite}-security main")
+    (root / "sources.list").write_text("\n".join(lines) + "\n")
     return root
 
 
@@ -172,6 +177,7 @@ def resolve_debian(name: str, *, refresh: bool = False) -> Kernel:
     dest = cache_dir() / "kernels" / image
     debs = root / "debs"
     debs.mkdir(exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
     for pkg in pkgs:
         if not list(debs.glob(f"{pkg}_*.deb")):
             _apt(root, "download", pkg)

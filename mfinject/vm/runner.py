@@ -163,8 +163,12 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
     if opts.pmem == "nfit":
         with image.open("wb") as f:
             f.truncate(1 << 30)
+    config = kernel.vmlinuz.parent / f"config-{kernel.release}"
+    if not config.exists():
+        config = kernel.modules / "config"
     guest_cmd = " ".join([
         f"cd {repo} &&", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1",
+        *([f"MFINJECT_KERNEL_CONFIG={config}"] if config.exists() else []),
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
         "--tests", str(repo / "tests" / "kernel"), *opts.pytest_args,
     ])
