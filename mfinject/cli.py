@@ -63,11 +63,11 @@ def cmd_vm(args: argparse.Namespace) -> int:
     rs = ResultSet(tuple(all_results), {"kernels": specs, "created": stamp})
     rs.save(run_dir / "results.json")
     print(table.render(rs.results))
-    print(table.totals(rs.results))
     details = table.failure_details(rs.results)
     if details:
         print(details)
     print(f"results: {run_dir}")
+    print(table.totals(rs.results))
     bad = [r for r in rs.results if r.verdict not in (PASS, KNOWN_DEVIATION)]
     if bad or any(c not in (0,) for c in guest_codes) or not rs.results:
         return 1
@@ -80,10 +80,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         p = Path(path)
         results.extend(load(p / "results.json" if p.is_dir() else p).results)
     print(table.render(results))
-    print(table.totals(results))
     details = table.failure_details(results)
     if details:
         print(details)
+    print(table.totals(results))
     return 0
 
 

@@ -56,12 +56,17 @@ class ResultSet:
         tmp.replace(path)
 
 
+def _plain(obj: Any) -> Any:
+    """As JSON will give it back: tuples become lists."""
+    return json.loads(json.dumps(obj))
+
+
 def from_observation(obs: Any, verdict: Any, nodeid: str = "") -> ScenarioResult:
     return ScenarioResult(
         scenario=obs.scenario, fs=obs.fs, kernel=obs.kernel, verdict=verdict.verdict,
         title=obs.title, path=obs.path, injector=obs.injector,
-        checks=tuple(dataclasses.asdict(c) for c in verdict.checks),
-        observation=dataclasses.asdict(obs),
+        checks=tuple(_plain(dataclasses.asdict(c)) for c in verdict.checks),
+        observation=_plain(dataclasses.asdict(obs)),
         message="\n".join(verdict.messages), nodeid=nodeid,
     )
 

@@ -17,8 +17,10 @@ def _observed_participant(p: dict[str, Any]) -> str:
     bits = []
     if p["sigbus"]:
         s = p["sigbus"][0]
-        own = "own" if s["addr"] == p["vaddr"] else f"{s['addr']:#x}"
-        bits.append(f"{s['code']} addr={own} lsb={s['addr_lsb']}")
+        own = " (own)" if s["addr"] == p["vaddr"] else f" (mapped at {p['vaddr']:#x})" \
+            if p["vaddr"] else ""
+        bits.append(f"{s['code']} addr={s['addr']:#x}{own} lsb={s['addr_lsb']} "
+                    f"+{s['after_ms']:.0f}ms")
     else:
         bits.append("no SIGBUS")
     if p["mapped_after"] is not None:
@@ -72,12 +74,23 @@ def render(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
                     maxcolwidths=[None, None, None, 34, 60, 30])
 
 
-def totals(results: Iterable[ScenarioResult]) -> str:
-    counts: dict[str, int] = {}
+def counts(results: Iterable[ScenarioResult]) -> dict[str, int]:
+    out = {k: 0 for k in _ORDER}
     for r in results:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    order = ["pass", "fail", "known-deviation", "error", "crashed"]
-    return ", ".join(f"{counts.get(k, 0)} {k}" for k in order if counts.get(k) or k in ("pass", "fail"))
+        out[r.verdict] = out.get(r.verdict, 0) + 1
+    return out
+
+
+def totals(results: Iterable[ScenarioResult]) -> str:
+    """Two lines: the breakdown, then a closing line that CI systems can read.
+
+    Known deviations count neither as passed nor as failed; errors and
+    crashes count as failed.
+    """
+    c = counts(results)
+    detail = ", ".join(f"{c[k]} {k}" for k in ("pass", "known-deviation", "fail", "error", "crashed"))
+    failed = c["fail"] + c["error"] + c["crashed"]
+    return f"verdicts: {detail}\nscenarios: {c['pass']} passed, {failed} failed"
 
 
 def failure_details(results: Iterable[ScenarioResult]) -> str:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 GUEST_MEMORY = "2G"
 NVDIMM_SIZE = "1G"
-KVM_PROBE_TIMEOUT_S = 90.0
+KVM_PROBE_TIMEOUT_S = 60.0
 DEFAULT_TIMEOUT_S = 1800.0
 
 

@@ -1,0 +1,120 @@
+"""Expectation matching: passes, failures that quote their source, known deviations."""
+
+import pytest
+
+from mfinject.expectations import sources
+from mfinject.expectations.catalogue import EXPECTATIONS
+from mfinject.expectations.evaluate import judge, observed_field
+from mfinject.expectations.model import (
+    FAIL,
+    KNOWN_DEVIATION,
+    PASS,
+    Expect,
+    KernelRange,
+    KnownDeviation,
+    combine,
+)
+from mfinject.kernel import Version
+from mfinject.scenarios import first
+
+from .samples import VA_A, VA_C, ao, ar, observation, participant
+
+
+def test_every_scenario_has_expectations_with_sources():
+    for sc in first.SCENARIOS:
+        exps = EXPECTATIONS[sc.name]
+        assert exps, sc.name
+        names = {r.name for r in sc.roles}
+        for e in exps:
+            assert e.participant in names
+            assert e.source.quote and e.source.ref
+
+
+def test_madvise_self_pass():
+    obs = observation("madvise-self", [participant("A", sigbus=[ar()])])
+    v = judge(obs)
+    assert v.verdict == PASS
+    assert {c.field for c in v.checks} == {"signal", "si_addr", "si_addr_lsb", "mapping"}
+
+
+def test_wrong_si_code_fails_and_quotes_the_document():
+    obs = observation("madvise-self", [participant("A", sigbus=[ao(addr=VA_A)])])
+    v = judge(obs)
+    assert v.verdict == FAIL
+    (msg,) = v.messages
+    assert "expected BUS_MCEERR_AR, observed BUS_MCEERR_AO" in msg
+    assert msg.count("deviates from madvise(2)") == 1
+
+
+def test_missing_signal_fails_addr_and_lsb_too():
+    obs = observation("madvise-self", [participant("A", mapped_after=True)])
+    v = judge(obs)
+    failed = {c.field: c.observed for c in v.checks if c.verdict == FAIL}
+    assert failed == {"signal": "none", "si_addr": "no signal", "si_addr_lsb": "no signal",
+                      "mapping": "mapped"}
+
+
+def test_early_bystander_address_is_its_own():
+    a = participant("A", sigbus=[ar()])
+    c = participant("C", sigbus=[ao(addr=VA_A)], vaddr=VA_C)  # A's address sent to C
+    v = judge(observation("madvise-early", [a, c]))
+    assert v.verdict == FAIL
+    bad = [c for c in v.checks if c.verdict == FAIL]
+    assert [(b.participant, b.field, b.observed) for b in bad] == [("C", "si_addr", f"{VA_A:#x}")]
+
+
+def test_known_deviation_is_not_a_pass():
+    exp = {"s": (Expect("B", "mapping", "unmapped", sources.SYSCTL_LATE),)}
+    dev = (KnownDeviation("s", "B", "mapping", "mapped", "no early-kill mapper: nothing unmapped",
+                          sources.COMMIT_DEV_PAGEMAP),)
+    obs = observation("s", [participant("B", mapped_after=True)])
+    v = judge(obs, exp, dev)
+    assert v.verdict == KNOWN_DEVIATION
+    assert "known deviation" in v.messages[0] and "nothing unmapped" in v.messages[0]
+    # a different observed value is not covered by the deviation
+    obs2 = observation("s", [participant("B", mapped_after=None)])
+    assert judge(obs2, exp, dev).verdict == FAIL
+
+
+def test_kernel_range_selects_expectations():
+    e_old = Expect("A", "signal", "none", sources.MADVISE_HWPOISON,
+                   kernels=KernelRange(until=Version(6, 0)))
+    e_new = Expect("A", "signal", "BUS_MCEERR_AR", sources.MADVISE_HWPOISON,
+                   kernels=KernelRange(since=Version(6, 0)))
+    exp = {"s": (e_old, e_new)}
+    obs = observation("s", [participant("A", sigbus=[ar()])])
+    assert judge(obs, exp, ()).verdict == PASS
+    old = observation("s", [participant("A", sigbus=[ar()])], kernel="5.15.0-1-amd64")
+    assert judge(old, exp, ()).verdict == FAIL
+
+
+def test_path_selects_expectations():
+    e = Expect("A", "signal", "none", sources.MADVISE_HWPOISON, paths=frozenset({"notify_failure"}))
+    obs = observation("s", [participant("A")], path="generic")
+    with pytest.raises(KeyError):
+        judge(obs, {"s": (e,)}, ())
+
+
+def test_commit_source_reads_differs_from():
+    e = Expect("A", "signal", "none", sources.COMMIT_DEV_PAGEMAP)
+    v = judge(observation("s", [participant("A", sigbus=[ar()])]), {"s": (e,)}, ())
+    assert "differs from commit 6100e34b2526" in v.messages[0]
+
+
+def test_observed_field_vocabulary():
+    p = participant("I", maps=False, injection="ok")
+    assert observed_field(p, "signal") == "none"
+    assert observed_field(p, "mapping") == "unknown"
+    assert observed_field(p, "injection") == "ok"
+
+
+def test_combine_orders_severity():
+    assert combine([PASS, KNOWN_DEVIATION]) == KNOWN_DEVIATION
+    assert combine([KNOWN_DEVIATION, FAIL]) == FAIL
+    assert combine([PASS]) == PASS
+
+
+def test_version_parse():
+    assert Version.parse("6.1.0-56-amd64") == Version(6, 1, 0)
+    assert Version.parse("7.3-rc1") == Version(7, 3)
+    assert Version(6, 12) > Version(6, 1, 192)

@@ -1,0 +1,43 @@
+"""The plugin's guard: without pmem, skip with the fix; under require-pmem, error."""
+
+from pathlib import Path
+
+import pytest
+
+KERNEL_TESTS = Path(__file__).resolve().parent.parent / "kernel"
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in ("CI", "MFINJECT_REQUIRE_PMEM", "MFINJECT_DEVICE", "MFINJECT_DISPOSABLE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_no_pmem_skips_with_the_fix(pytester, clean_env):
+    res = pytester.runpytest("-p", "no:cacheprovider", "-rs", str(KERNEL_TESTS))
+    res.assert_outcomes(skipped=12)
+    res.stdout.fnmatch_lines(["*no pmem designated: pass --mfinject-device=/dev/pmemN*"])
+
+
+def test_require_pmem_turns_the_skip_into_an_error(pytester, clean_env, monkeypatch):
+    monkeypatch.setenv("MFINJECT_REQUIRE_PMEM", "1")
+    res = pytester.runpytest("-p", "no:cacheprovider", str(KERNEL_TESTS))
+    res.assert_outcomes(errors=12)
+    res.stdout.fnmatch_lines(["*no pmem designated*--mfinject-require-pmem*"])
+    assert res.ret != 0
+
+
+def test_ci_true_implies_require_pmem(pytester, clean_env, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    res = pytester.runpytest("-p", "no:cacheprovider", str(KERNEL_TESTS))
+    res.assert_outcomes(errors=12)
+
+
+def test_missing_device_is_named(pytester, clean_env, monkeypatch):
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root to get past the root check: run as root")
+    res = pytester.runpytest("-p", "no:cacheprovider", "--mfinject-device=/dev/pmem97",
+                             str(KERNEL_TESTS))
+    res.stdout.fnmatch_lines(["*/dev/pmem97 does not exist*ndctl list -N*"])
+    assert res.ret != 0

@@ -1,0 +1,70 @@
+"""Result records and the tabulated report rendered from them."""
+
+from mfinject import results
+from mfinject.expectations.evaluate import judge
+from mfinject.report import table
+
+from .samples import ao, ar, observation, participant
+
+
+def _records():
+    good = observation("madvise-self", [participant("A", sigbus=[ar()])], fs="ext4")
+    bad = observation("madvise-self", [participant("A", mapped_after=True)], fs="xfs")
+    return [results.from_observation(good, judge(good)), results.from_observation(bad, judge(bad))]
+
+
+def test_json_roundtrip(tmp_path):
+    rs = results.ResultSet(tuple(_records()), {"kernels": ["debian:6.1"]})
+    rs.save(tmp_path / "results.json")
+    back = results.load(tmp_path / "results.json")
+    assert back.results == rs.results
+    assert back.meta == {"kernels": ["debian:6.1"]}
+
+
+def test_load_rejects_foreign_json(tmp_path):
+    (tmp_path / "x.json").write_text('{"results": []}')
+    try:
+        results.load(tmp_path / "x.json")
+    except results.ResultsError as e:
+        assert "not an mfinject results file" in str(e)
+    else:
+        raise AssertionError("foreign file accepted")
+
+
+def test_table_puts_failures_first_and_shows_fields():
+    out = table.render(_records())
+    lines = out.splitlines()
+    header = lines[1]
+    for col in ("scenario", "kernel", "filesystem", "expected", "observed", "verdict"):
+        assert col in header
+    body = "\n".join(lines[3:])
+    assert body.index("FAIL") < body.index("pass")
+    assert "BUS_MCEERR_AR addr=0x7f77659c2000 (own) lsb=12" in out
+    assert "A: no SIGBUS mapped" in out
+
+
+def test_totals_closing_line():
+    text = table.totals(_records())
+    assert text.splitlines()[-1] == "scenarios: 1 passed, 1 failed"
+
+
+def test_failure_details_carry_source_and_dmesg():
+    details = table.failure_details(_records())
+    assert "madvise-self on xfs" in details
+    assert "deviates from madvise(2)" in details
+    assert "dmesg: Memory failure: 0x101218" in details
+    assert "on ext4" not in details
+
+
+def test_error_record_without_observation_renders():
+    r = results.ScenarioResult("corrupt-pfn", "xfs", "6.1.0", "error", message="setup: boom")
+    out = table.render([r])
+    assert "setup: boom" in out and "ERROR" in out
+
+
+def test_early_signal_cell():
+    a = participant("A", sigbus=[ar()])
+    c = participant("C", sigbus=[ao()], vaddr=0x7F1122330000)
+    obs = observation("madvise-early", [a, c])
+    out = table.render([results.from_observation(obs, judge(obs))])
+    assert "C: BUS_MCEERR_AO addr=0x7f1122330000 (own) lsb=12" in out
