@@ -1,7 +1,9 @@
 """Kernel resolution: a SPEC names a kernel; the result is an unpacked vmlinuz.
 
 - ``debian:6.1`` (the default), ``debian:6.12``: Debian's packaged kernel of
-  that release, downloaded with apt-get through a sources list kept in the
+  that stable release; ``debian:unstable``, ``debian:backports``: whatever
+  sid or trixie-backports ships now; ``debian:X.Y`` (e.g. ``debian:7.3``):
+  the moving suite that ships X.Y now. Each is downloaded with apt-get through a sources list kept in the
   cache (never /etc/apt), unpacked with ``dpkg -x`` and never installed.
 - a path to a vmlinuz: the modules must sit beside it, either in
   ``../lib/modules/RELEASE`` (a Debian package layout) or in the same
@@ -46,15 +48,21 @@ class DebianKernel:
     name: str  # the release in the SPEC, e.g. "6.1"
     suite: str
     metapackage: str = "linux-image-amd64"
+    security: bool = False  # stable suites get kernel updates through SUITE-security
 
 
 DEBIAN_KERNELS = {
     k.name: k
     for k in (
-        DebianKernel("6.1", "bookworm"),
-        DebianKernel("6.12", "trixie"),
+        DebianKernel("6.1", "bookworm", security=True),
+        DebianKernel("6.12", "trixie", security=True),
+        DebianKernel("unstable", "sid"),
+        DebianKernel("backports", "trixie-backports"),
     )
 }
+# Suites searched for a release that is not pinned above (e.g. debian:7.3):
+# the first whose linux-image-amd64 ships that release wins.
+MOVING_SUITES = ("trixie-backports", "sid")
 DEFAULT_SPEC = "debian:6.1"
 
 
@@ -102,14 +110,14 @@ def _apt(root: Path, *args: str) -> str:
     return proc.stdout
 
 
-def _apt_root(suite: str) -> Path:
+def _apt_root(suite: str, security: bool) -> Path:
     root = cache_dir() / "apt" / suite
     (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    main, security = host_mirrors()
+    main, security_mirror = host_mirrors()
     lines = [f"deb [signed-by={KEYRING}] {main} {suite} main"]
-    if security:  # kernel updates land in SUITE-security before the point release
-        lines.append(f"deb [signed-by={KEYRING}] {security} {suite}-security main")
+    if security and security_mirror:
+        lines.append(f"deb [signed-by={KEYRING}] {security_mirror} {suite}-security main")
     (root / "sources.list").write_text("\n".join(lines) + "\n")
     return root
 
@@ -125,7 +133,7 @@ def _image_package(root: Path, metapackage: str) -> str:
 def _extra_packages(root: Path, image: str) -> list[str]:
     """From 7.x the image package is split: vmlinuz and modules come separately."""
     out = _apt(root, "depends", image)
-    return re.findall(r"Depends:\s*(linux-(?:binary|modules)-\S+)", out)
+    return re.findall(r"Depends:\s*(linux-(?:binary|modules|base)-\d\S*)", out)
 
 
 def find_modules(vmlinuz: Path, release: str | None = None) -> Path:
@@ -157,22 +165,43 @@ def _unpacked(spec: str, root: Path) -> Kernel:
     return Kernel(spec, release, vmlinuz, modules)
 
 
+def _find_moving(name: str) -> tuple[DebianKernel, Path, str]:
+    """debian:7.3 -> the suite whose current kernel is 7.3.x."""
+    seen = []
+    for suite in MOVING_SUITES:
+        root = _apt_root(suite, False)
+        _apt(root, "update")
+        image = _image_package(root, "linux-image-amd64")
+        seen.append(f"{suite}: {image}")
+        if re.match(rf"linux-image-{re.escape(name)}[.-]", image):
+            return DebianKernel(name, suite), root, image
+    raise KernelResolveError(
+        f"no Debian suite ships a {name} kernel now ({'; '.join(seen)}): choose one of "
+        + ", ".join(f"debian:{k}" for k in DEBIAN_KERNELS) + ", a release listed here, "
+        "or a path to a vmlinuz")
+
+
 def resolve_debian(name: str, *, refresh: bool = False) -> Kernel:
-    if name not in DEBIAN_KERNELS:
+    spec = f"debian:{name}"
+    if name not in DEBIAN_KERNELS and not re.fullmatch(r"\d+\.\d+", name):
         raise KernelResolveError(
             f"unknown Debian kernel {name!r}: choose one of "
-            + ", ".join(f"debian:{k}" for k in DEBIAN_KERNELS) + ", or give a path to a vmlinuz")
-    dk = DEBIAN_KERNELS[name]
-    spec = f"debian:{name}"
+            + ", ".join(f"debian:{k}" for k in DEBIAN_KERNELS)
+            + ", debian:X.Y for a release a moving suite ships, or a path to a vmlinuz")
     marker = cache_dir() / "kernels" / f"debian-{name}.json"
     if marker.exists() and not refresh:
         data = json.loads(marker.read_text())
         if Path(data["vmlinuz"]).exists():
             log.info("kernel %s: cached %s", spec, data["vmlinuz"])
             return Kernel(spec, data["release"], Path(data["vmlinuz"]), Path(data["modules"]))
-    root = _apt_root(dk.suite)
-    _apt(root, "update")
-    image = _image_package(root, dk.metapackage)
+    if name in DEBIAN_KERNELS:
+        dk = DEBIAN_KERNELS[name]
+        root = _apt_root(dk.suite, dk.security)
+        _apt(root, "update")
+        image = _image_package(root, dk.metapackage)
+    else:
+        dk, root, image = _find_moving(name)
+    print(f"mfinject: fetching {image} from {dk.suite} for {spec}", flush=True)
     pkgs = [image, *_extra_packages(root, image)]
     dest = cache_dir() / "kernels" / image
     debs = root / "debs"

@@ -34,7 +34,7 @@ def test_vmlinuz_without_modules_names_the_fix(tmp_path):
 
 
 def test_unknown_names(tmp_path):
-    with pytest.raises(kernels.KernelResolveError, match="unknown Debian kernel '5.10'"):
+    with pytest.raises(kernels.KernelResolveError, match="no Debian suite ships a 5.10 kernel|unknown Debian kernel"):
         kernels.resolve("debian:5.10")
     with pytest.raises(kernels.KernelResolveError, match="no such file"):
         kernels.resolve(str(tmp_path / "nope"))
