@@ -7,11 +7,13 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mfinject.errors import MfinjectError
 from mfinject.expectations.model import CRASHED, PASS, KNOWN_DEVIATION
-from mfinject.report import table
+from mfinject import report
+from mfinject.report import diff, table
 from mfinject.results import ResultSet, ScenarioResult, load
 from mfinject.vm import kernels, runner
 
@@ -52,38 +54,65 @@ def cmd_vm(args: argparse.Namespace) -> int:
     run_dir = (args.results or Path("results") / stamp).resolve()
     opts = runner.VmOptions(pmem=args.pmem, accel=args.accel, timeout_s=args.timeout,
                             pytest_args=tuple(args.pytest_args))
-    all_results: list[ScenarioResult] = []
-    guest_codes = []
-    for spec in specs:
-        kernel = kernels.resolve(spec)
-        sub = run_dir / spec.replace(":", "-").replace("/", "_").strip("_")
+    resolved = [kernels.resolve(spec) for spec in specs]
+    plan = runner.plan_parallelism(len(resolved))
+    print(f"mfinject: {plan.jobs} VM(s) at a time: {plan.reason}", flush=True)
+
+    def one(kernel: kernels.Kernel) -> tuple[int | None, list[ScenarioResult]]:
+        sub = run_dir / kernel.spec.replace(":", "-").replace("/", "_").strip("_")
         run = runner.run_kernel(kernel, sub, REPO, opts)
-        guest_codes.append(run.exit_code)
-        all_results.extend(_collect(run))
+        return run.exit_code, _collect(run)
+
+    with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
+        outcomes = list(pool.map(one, resolved))
+    guest_codes = [code for code, _ in outcomes]
+    all_results = [r for _, rs_ in outcomes for r in rs_]
     rs = ResultSet(tuple(all_results), {"kernels": specs, "created": stamp})
-    rs.save(run_dir / "results.json")
-    print(table.render(rs.results))
-    details = table.failure_details(rs.results)
-    if details:
-        print(details)
-    print(f"results: {run_dir}")
-    print(table.totals(rs.results))
+    write_reports(rs, run_dir)
+    print(table.full(rs).replace(table.totals(rs.results), f"results: {run_dir}\n"
+                                 + table.totals(rs.results)))
     bad = [r for r in rs.results if r.verdict not in (PASS, KNOWN_DEVIATION)]
     if bad or any(c not in (0,) for c in guest_codes) or not rs.results:
         return 1
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+REPORT_FILES = {"markdown": "report.md", "junit": "junit.xml", "kcidb": "kcidb.json",
+                "ktap": "results.ktap"}
+
+
+def write_reports(rs: ResultSet, run_dir: Path) -> None:
+    rs.save(run_dir / "results.json")
+    for fmt, name in REPORT_FILES.items():
+        (run_dir / name).write_text(report.render(fmt, rs))
+
+
+def _load_many(paths: list[str]) -> ResultSet:
     results: list[ScenarioResult] = []
-    for path in args.results:
+    meta: dict[str, object] = {"merged": paths}
+    for path in paths:
         p = Path(path)
-        results.extend(load(p / "results.json" if p.is_dir() else p).results)
-    print(table.render(results))
-    details = table.failure_details(results)
-    if details:
-        print(details)
-    print(table.totals(results))
+        rs = load(p / "results.json" if p.is_dir() else p)
+        results.extend(rs.results)
+        meta.setdefault("created", rs.meta.get("created"))
+    return ResultSet(tuple(results), meta)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.diff:
+        old, new = _load_many([args.diff[0]]), _load_many([args.diff[1]])
+        print(diff.render(old, new))
+        return 0
+    if not args.results:
+        print("mfinject report: give RESULTS... or --diff OLD NEW", file=sys.stderr)
+        return 2
+    rs = _load_many(args.results)
+    text = report.render(args.format, rs)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 
@@ -106,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(after --)")
     vm.set_defaults(func=cmd_vm)
     rep = sub.add_parser("report", help="render saved results again")
-    rep.add_argument("results", nargs="+", help="results.json files or results directories")
+    rep.add_argument("results", nargs="*", help="results.json files or results directories; "
+                     "several are merged")
+    rep.add_argument("--format", choices=report.FORMAT_NAMES, default="table")
+    rep.add_argument("--output", "-o", help="write to this file instead of stdout")
+    rep.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                     help="compare two runs: newly failing, newly passing, changed observations")
     rep.set_defaults(func=cmd_report)
     return ap
 

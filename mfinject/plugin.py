@@ -123,6 +123,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             nodeid=item.nodeid))
 
 
+def _progress(line: str) -> None:
+    """One line for the host's progress display (the VM runner sets MFINJECT_PROGRESS)."""
+    path = os.environ.get("MFINJECT_PROGRESS")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _progress(f"running {nodeid.split('::', 1)[-1]}")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
+        _progress(f"{outcome} {report.nodeid.split('::', 1)[-1]} ({report.duration:.1f} s)")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     s = settings(session.config)
     got = session.config.stash.get(RESULTS_KEY, [])

@@ -64,6 +64,71 @@ def sort_key(r: ScenarioResult) -> tuple[int, str, str, str]:
     return (_ORDER.get(r.verdict, 0), r.scenario, r.kernel, r.fs)
 
 
+def _signature(p: dict[str, Any]) -> str:
+    """``A:AR@own/12 unmapped``: signal, address, lsb, mapping; one participant."""
+    if p["sigbus"]:
+        s = p["sigbus"][0]
+        code = s["code"].removeprefix("BUS_MCEERR_")
+        where = "own" if s["addr"] == p["vaddr"] else f"{s['addr']:#x}"
+        sig = f"{code}@{where}/{s['addr_lsb']}"
+    else:
+        sig = "none"
+    state = "" if p["mapped_after"] is None else (" mapped" if p["mapped_after"] else " unmapped")
+    return f"{p['name']}:{sig}{state}"
+
+
+def short_cell(r: ScenarioResult) -> str:
+    """One matrix cell: the verdict, then each participant's observation in brief.
+
+    Not a pass: the first mismatch, as ``participant.field: observed (expected)``.
+    """
+    if r.observation is None:
+        first = r.message.splitlines()[0] if r.message else ""
+        return f"{r.verdict.upper()} {first[:60]}"
+    sigs = "\n".join(_signature(p) for p in r.observation["participants"])
+    if r.verdict == PASS:
+        return f"pass {sigs}"
+    bad = [c for c in r.checks if c["verdict"] != PASS]
+    if not bad:
+        return f"{r.verdict.upper()} {sigs}"
+    c = bad[0]
+    more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+    return (f"{r.verdict.upper()} {c['participant']}.{c['field']}: {c['observed']} "
+            f"(expected {c['expected']}){more}")
+
+
+def column_key(r: ScenarioResult) -> str:
+    return f"{r.kernel}\n{r.fs}"
+
+
+def matrix(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
+    """One row per scenario, one column per kernel and filesystem; worst rows first."""
+    results = list(results)
+    columns = sorted({column_key(r) for r in results})
+    rows: dict[str, dict[str, ScenarioResult]] = {}
+    for r in results:
+        rows.setdefault(r.scenario, {})[column_key(r)] = r
+
+    def worst(name: str) -> int:
+        return min(_ORDER.get(r.verdict, 0) for r in rows[name].values())
+
+    body = [[name, *[short_cell(rows[name][c]) if c in rows[name] else "-" for c in columns]]
+            for name in sorted(rows, key=lambda n: (worst(n), n))]
+    headers = ["scenario", *columns]
+    if tablefmt != "grid":
+        headers = [h.replace("\n", " ") for h in headers]
+    return tabulate(body, headers=headers, tablefmt=tablefmt,
+                    maxcolwidths=[None, *[24] * len(columns)] if tablefmt == "grid" else None)
+
+
+def failures(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
+    """The failure report: scenario, kernel, filesystem, expected, observed."""
+    bad = [r for r in results if r.verdict != PASS]
+    if not bad:
+        return ""
+    return render(bad, tablefmt)
+
+
 def render(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
     rows = [
         [r.scenario, r.kernel, r.fs, expected_cell(r), observed_cell(r), verdict_cell(r)]
@@ -71,7 +136,7 @@ def render(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
     ]
     return tabulate(rows, headers=["scenario", "kernel", "filesystem", "expected", "observed",
                                    "verdict"], tablefmt=tablefmt,
-                    maxcolwidths=[None, None, None, 34, 60, 30])
+                    maxcolwidths=[None, None, None, 34, 60, 30] if tablefmt == "grid" else None)
 
 
 def counts(results: Iterable[ScenarioResult]) -> dict[str, int]:
@@ -106,3 +171,16 @@ def failure_details(results: Iterable[ScenarioResult]) -> str:
             for line in r.observation.get("dmesg", [])[-15:]:
                 out.append(f"   dmesg: {line}")
     return "\n".join(out)
+
+
+def full(rs: "ResultSet") -> str:  # noqa: F821 - imported lazily to keep this module light
+    """What a run prints: matrix, failure report, details, closing lines."""
+    parts = [matrix(rs.results)]
+    fail_table = failures(rs.results)
+    if fail_table:
+        parts += ["", "Failures and deviations:", fail_table]
+    details = failure_details(rs.results)
+    if details:
+        parts += ["", details]
+    parts.append(totals(rs.results))
+    return "\n".join(parts)

@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mfinject.vm.guest")
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--tests", required=True)
-    ap.add_argument("pytest_args", nargs="*")
+    ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
+    if args.pytest_args[:1] == ["--"]:
+        args.pytest_args = args.pytest_args[1:]
 
     log_path = args.results / "guest.log"
     with log_path.open("w", buffering=1) as logf:
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ), *args.pytest_args]
         logf.write("guest: " + " ".join(cmd) + "\n")
-        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1")
+        progress = args.results / "progress.log"
+        with progress.open("a") as f:
+            f.write(f"guest up: kernel {os.uname().release}, namespace {ns}\n")
+        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1",
+                   MFINJECT_PROGRESS=str(progress))
         rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
                             check=False).returncode
         logf.write(f"guest: pytest exited {rc}\n")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from mfinject.errors import MfinjectError
 from mfinject.vm.kernels import Kernel, cache_dir
@@ -29,6 +32,9 @@ GUEST_MEMORY = "2G"
 NVDIMM_SIZE = "1G"
 KVM_PROBE_TIMEOUT_S = 60.0
 DEFAULT_TIMEOUT_S = 1800.0
+VM_CPUS = 2
+# guest RAM + the NVDIMM backing file in the page cache + QEMU itself
+VM_FOOTPRINT = (2 << 30) + (1 << 30) + (512 << 20)
 
 
 class VmError(MfinjectError):
@@ -80,8 +86,9 @@ def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem:
     cmd = [vng_path()]
     if accel == "tcg":
         cmd.append("--disable-kvm")
-    cmd += ["--run", str(kernel.vmlinuz), "--memory", GUEST_MEMORY, "--cpus", "2",
-            f"--rwdir={rwdir}"]
+    # --verbose puts the guest kernel's console into console.log (crash evidence)
+    cmd += ["--verbose", "--run", str(kernel.vmlinuz), "--memory", GUEST_MEMORY, "--cpus",
+            str(VM_CPUS), f"--rwdir={rwdir}"]
     if pmem == "nfit":
         cmd.append(
             "--qemu-opts=-machine nvdimm=on -m 2G,slots=2,maxmem=6G "
@@ -135,24 +142,58 @@ def choose_accel(kernel: Kernel, requested: str) -> tuple[str, str]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill vng and everything under it (QEMU, virtiofsd), even outside its group."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
 
 
-def _tail(path: Path, pos: int, prefix: str) -> int:
-    if not path.exists():
-        return pos
-    with path.open("rb") as f:
-        f.seek(pos)
-        data = f.read()
-    if not data:
-        return pos
-    complete = data.rfind(b"\n") + 1
-    for line in data[:complete].decode("utf-8", "replace").splitlines():
-        print(f"{prefix}{line}", flush=True)
-    return pos + complete
+@dataclass(frozen=True)
+class Parallelism:
+    jobs: int
+    reason: str
+
+
+def plan_parallelism(n_kernels: int) -> Parallelism:
+    """How many VMs at once: by cores (VM_CPUS each) and available memory."""
+    cores = psutil.cpu_count() or 1
+    avail = psutil.virtual_memory().available
+    by_cpu = max(1, cores // VM_CPUS)
+    by_mem = max(1, avail // VM_FOOTPRINT)
+    jobs = max(1, min(n_kernels, by_cpu, by_mem))
+    reason = (f"{cores} cores / {VM_CPUS} per VM = {by_cpu}; {avail / 2**30:.1f} GiB available / "
+              f"{VM_FOOTPRINT / 2**30:.1f} GiB per VM = {by_mem}; {n_kernels} kernel(s)")
+    return Parallelism(jobs, reason)
+
+
+class Progress:
+    """Prints the guest's progress file as lines that read well in a CI log."""
+
+    def __init__(self, label: str, path: Path, t0: float) -> None:
+        self.label, self.path, self.t0, self.pos = label, path, t0, 0
+
+    def _stamp(self) -> str:
+        el = int(time.monotonic() - self.t0)
+        return f"[{self.label} +{el // 60:02d}:{el % 60:02d}]"
+
+    def say(self, text: str) -> None:
+        print(f"{self._stamp()} {text}", flush=True)
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        complete = data.rfind(b"\n") + 1
+        self.pos += complete
+        for line in data[:complete].decode("utf-8", "replace").splitlines():
+            self.say(line)
 
 
 def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -> GuestRun:
@@ -166,43 +207,40 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
     config = kernel.vmlinuz.parent / f"config-{kernel.release}"
     if not config.exists():
         config = kernel.modules / "config"
-    guest_cmd = " ".join([
-        f"cd {repo} &&", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1",
+    guest_cmd = f"cd {shlex.quote(str(repo))} && " + shlex.join([
+        "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1",
         *([f"MFINJECT_KERNEL_CONFIG={config}"] if config.exists() else []),
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
-        "--tests", str(repo / "tests" / "kernel"), *opts.pytest_args,
+        "--tests", str(repo / "tests" / "kernel"), "--", *opts.pytest_args,
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image)
     (results_dir / "vng-command.txt").write_text(" ".join(cmd) + "\n")
-    print(f"mfinject: booting {kernel.spec} ({kernel.release}) with {accel.upper()}: {reason}",
-          flush=True)
-    print(f"mfinject: pmem: {opts.pmem}; console log: {results_dir / 'console.log'}", flush=True)
     t0 = time.monotonic()
+    progress = Progress(kernel.spec, results_dir / "progress.log", t0)
+    progress.say(f"booting {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "
+                 f"logs in {results_dir}")
     timed_out = False
-    pos = 0
-    guest_log = results_dir / "guest.log"
     with (results_dir / "console.log").open("wb") as console, \
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                              env=_env(), start_new_session=True) as proc:
         try:
             while proc.poll() is None:
-                pos = _tail(guest_log, pos, f"[{kernel.release}] ")
+                progress.poll()
                 if time.monotonic() - t0 > opts.timeout_s:
                     timed_out = True
-                    print(f"mfinject: watchdog: {kernel.release} still running after "
-                          f"{opts.timeout_s:.0f} s; killing the VM", flush=True)
+                    progress.say(f"watchdog: still running after {opts.timeout_s:.0f} s; "
+                                 "killing the VM")
                     _kill_group(proc)
                     break
                 time.sleep(0.5)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
-    _tail(guest_log, pos, f"[{kernel.release}] ")
+    progress.poll()
     with contextlib.suppress(FileNotFoundError):
         image.unlink()
     exit_file = results_dir / "guest-exit"
     exit_code = int(exit_file.read_text()) if exit_file.exists() else None
     elapsed = time.monotonic() - t0
-    print(f"mfinject: {kernel.release} finished in {elapsed:.0f} s, guest exit {exit_code}",
-          flush=True)
+    progress.say(f"VM finished in {elapsed:.0f} s, guest pytest exit {exit_code}")
     return GuestRun(kernel, accel, reason, results_dir, exit_code, timed_out, elapsed)
