@@ -81,6 +81,9 @@ def settings(config: pytest.Config) -> Settings:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
+        "markers", "deliberate_crash: crashes the guest kernel on purpose to prove that the VM "
+        "runner survives it (only with `mfinject vm --crash-test`)")
+    config.addinivalue_line(
         "markers", "pmem: injects poison into the designated fsdax namespace (needs root and "
         "--mfinject-device, or run it in the VM with `mfinject vm`)")
     config.stash[RESULTS_KEY] = []
@@ -88,9 +91,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin(mod)
 
 
+def _stream(config: pytest.Config, result: results_mod.ScenarioResult) -> None:
+    """Append the record to results.jsonl at once: a guest crash cannot lose it."""
+    s = settings(config)
+    if s.results_dir is not None:
+        results_mod.append_jsonl(s.results_dir / "results.jsonl", result)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked deliberate_crash run only in the VM and only when asked for.
+
+    They crash the kernel: on a real pmem machine they would take it down.
+    """
+    allowed = _truthy(os.environ.get("MFINJECT_IN_VM")) and \
+        _truthy(os.environ.get("MFINJECT_CRASH_TEST"))
+    if allowed:
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("deliberate_crash") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def record(config: pytest.Config, item: pytest.Item | None,
            result: results_mod.ScenarioResult) -> None:
     config.stash[RESULTS_KEY].append(result)
+    _stream(config, result)
     if item is not None:
         item.stash[RECORDED_KEY] = True
         item.user_properties.append(("verdict", result.verdict))
@@ -101,6 +129,15 @@ def record(config: pytest.Config, item: pytest.Item | None,
                     item.user_properties.append(
                         (f"{p['name']}.sigbus", f"{s['code']} addr={s['addr']:#x} "
                                                 f"lsb={s['addr_lsb']}"))
+
+
+def replace_record(config: pytest.Config, item: pytest.Item,
+                   result: results_mod.ScenarioResult) -> None:
+    got = config.stash[RESULTS_KEY]
+    for i, r in enumerate(got):
+        if r.nodeid == item.nodeid:
+            got[i] = result
+    _stream(config, result)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -131,14 +168,18 @@ def _progress(line: str) -> None:
             f.write(line + "\n")
 
 
-def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
-    _progress(f"running {nodeid.split('::', 1)[-1]}")
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> None:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    scenario = getattr(params.get("scenario"), "name", item.originalname)
+    _progress(f"running {item.nodeid} scenario={scenario} fs={params.get('dax_fs', '-')}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" or (report.when == "setup" and not report.passed):
+    if report.when == "call" or (report.when != "call" and report.failed):
         outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
-        _progress(f"{outcome} {report.nodeid.split('::', 1)[-1]} ({report.duration:.1f} s)")
+        _progress(f"{outcome} {report.nodeid} ({report.when}, {report.duration:.1f} s)")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

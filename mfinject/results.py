@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,34 @@ def from_observation(obs: Any, verdict: Any, nodeid: str = "") -> ScenarioResult
     )
 
 
+def append_jsonl(path: Path, result: ScenarioResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(dataclasses.asdict(result)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _from_dict(r: dict[str, Any]) -> ScenarioResult:
+    fields = {f.name for f in dataclasses.fields(ScenarioResult)}
+    return ScenarioResult(**{k: (tuple(v) if k == "checks" else v)
+                             for k, v in r.items() if k in fields})
+
+
+def load_jsonl(path: Path) -> list[ScenarioResult]:
+    """Streamed records; a later record of the same test replaces an earlier one."""
+    if not path.exists():
+        return []
+    by_id: dict[str, ScenarioResult] = {}
+    for line in path.read_text().splitlines():
+        try:
+            r = _from_dict(json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue  # a line cut short by a crash
+        by_id[r.nodeid or f"{r.scenario}/{r.fs}/{r.kernel}"] = r
+    return list(by_id.values())
+
+
 def load(path: Path) -> ResultSet:
     try:
         data = json.loads(path.read_text())
@@ -78,9 +107,4 @@ def load(path: Path) -> ResultSet:
         raise ResultsError(f"cannot read results from {path}: {e}") from e
     if data.get("schema") != SCHEMA:
         raise ResultsError(f"{path} is not an mfinject results file (schema {data.get('schema')!r})")
-    fields = {f.name for f in dataclasses.fields(ScenarioResult)}
-    results = tuple(
-        ScenarioResult(**{k: (tuple(v) if k == "checks" else v) for k, v in r.items() if k in fields})
-        for r in data["results"]
-    )
-    return ResultSet(results, data.get("meta", {}))
+    return ResultSet(tuple(_from_dict(r) for r in data["results"]), data.get("meta", {}))

@@ -37,6 +37,19 @@ def observed_field(p: ParticipantObs, field: str) -> str:
     raise KeyError(field)
 
 
+def with_health(verdict: Verdict, findings: list[str]) -> Verdict:
+    """Add the kernel-health check: a splat or new taint fails the scenario."""
+    from mfinject.expectations.sources import CODING_STYLE_WARN
+
+    if not findings:
+        check = Check("kernel", "health", "no splat", "no splat", PASS, CODING_STYLE_WARN.cite())
+        return Verdict(verdict.verdict, (*verdict.checks, check))
+    observed = "; ".join(findings)
+    check = Check("kernel", "health", "no splat", observed, FAIL, CODING_STYLE_WARN.cite(),
+                  f"kernel health: {observed}: deviates from {CODING_STYLE_WARN.cite()}")
+    return Verdict(combine([verdict.verdict, FAIL]), (*verdict.checks, check))
+
+
 def judge(obs: Observation,
           expectations: dict[str, tuple[Expect, ...]] = EXPECTATIONS,
           deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:

@@ -56,3 +56,8 @@ COMMIT_MF_DAX_KILL_PROCS = Source(
     "mm: introduce mf_dax_kill_procs() for fsdax case",
     "v6.0",
 )
+CODING_STYLE_WARN = Source(
+    "Documentation/process/coding-style.rst",
+    "WARN*() is intended for unexpected, this-should-never-happen situations. WARN*() macros "
+    "are not to be used for anything that is expected to happen during normal operation.",
+)

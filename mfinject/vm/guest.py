@@ -33,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mfinject.vm.guest")
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--tests", required=True)
+    ap.add_argument("--log", default="guest.log", help="name of the log file in RESULTS")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.pytest_args[:1] == ["--"]:
         args.pytest_args = args.pytest_args[1:]
 
-    log_path = args.results / "guest.log"
+    log_path = args.results / args.log
     with log_path.open("w", buffering=1) as logf:
         logf.write(f"guest: kernel {os.uname().release}, python {sys.version.split()[0]}\n")
         ns = _first_namespace()

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -24,6 +25,8 @@ from pathlib import Path
 import psutil
 
 from mfinject.errors import MfinjectError
+from mfinject.expectations.model import CRASHED
+from mfinject.results import ScenarioResult, append_jsonl
 from mfinject.vm.kernels import Kernel, cache_dir
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,10 @@ class VmError(MfinjectError):
 class VmOptions:
     pmem: str = "nfit"  # "nfit": ACPI NFIT -device nvdimm; "memmap": legacy e820 memmap=
     accel: str = "auto"  # auto, kvm, tcg
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float = DEFAULT_TIMEOUT_S  # the whole run of one kernel
+    test_timeout_s: float = 300.0  # one test, from its start line (TCG runs one in ~5 s)
+    max_boots: int = 6
+    crash_test: bool = False
     pytest_args: tuple[str, ...] = ()
 
 
@@ -193,43 +199,168 @@ class Progress:
         complete = data.rfind(b"\n") + 1
         self.pos += complete
         for line in data[:complete].decode("utf-8", "replace").splitlines():
-            self.say(line)
+            # "running tests/kernel/x.py::test[a-b] scenario=.. fs=.." -> "running test[a-b]"
+            self.say(re.sub(r"\S+::| scenario=\S+ fs=\S+", "", line))
+
+
+@dataclass(frozen=True)
+class Running:
+    nodeid: str
+    scenario: str
+    fs: str
+    since: float  # monotonic time the host saw it start
+
+
+def parse_progress(text: str) -> tuple[set[str], Running | None]:
+    """Finished nodeids, and the test that started but did not finish (if any)."""
+    done: set[str] = set()
+    running = None
+    for line in text.splitlines():
+        m = re.match(r"running (\S+) scenario=(\S+) fs=(\S+)", line)
+        if m:
+            running = Running(m[1], m[2], m[3], 0.0)
+            continue
+        m = re.match(r"(passed|failed|skipped|xfail) (\S+) \(", line)
+        if m:
+            done.add(m[2])
+            if running is not None and running.nodeid == m[2]:
+                running = None
+    return done, running
+
+
+CONSOLE_TROUBLE = re.compile(r"Kernel panic|sysrq: Trigger a crash|BUG: |Oops: |"
+                             r"general protection fault|WARNING: CPU: \d+|blocked for more than")
+
+
+def console_excerpt(path: Path, lines: int = 25) -> tuple[str | None, str]:
+    """The first line of trouble in the console (if any) and the lines from just before it."""
+    if not path.exists():
+        return None, "(no console log)"
+    text = path.read_bytes().decode("utf-8", "replace").replace("\r", "")
+    keep = [ln for ln in text.splitlines() if ln.strip()]
+    for i, ln in enumerate(keep):
+        if CONSOLE_TROUBLE.search(ln):
+            return ln.strip(), "\n".join(keep[max(0, i - 2): i + lines])
+    return None, "\n".join(keep[-lines:])
+
+
+def crashed_result(kernel: Kernel, running: Running, why: str, console: Path) -> ScenarioResult:
+    first, tail = console_excerpt(console)
+    if first and why.startswith("guest crashed"):
+        why = f"guest crashed: {first}"
+    return ScenarioResult(
+        scenario=running.scenario, fs=running.fs, kernel=kernel.release, verdict=CRASHED,
+        message=f"{why}, while this scenario ran; console:\n{tail}", nodeid=running.nodeid)
+
+
+def console_tail(path: Path, lines: int = 25) -> str:
+    return console_excerpt(path, lines)[1]
 
 
 def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -> GuestRun:
-    """Boot ``kernel`` once, run the in-guest suite, and wait with a watchdog."""
+    """Boot ``kernel`` and run the in-guest suite, surviving crashes and hangs.
+
+    One boot runs every scenario. If the guest panics, hangs in one test for
+    longer than ``opts.test_timeout_s`` or runs past ``opts.timeout_s``, the
+    test that was running is recorded as crashed with the console tail, and a
+    fresh VM runs the tests that have not run yet.
+    """
     results_dir.mkdir(parents=True, exist_ok=True)
     accel, reason = choose_accel(kernel, opts.accel)
+    t0 = time.monotonic()
+    progress = Progress(kernel.spec, results_dir / "progress.log", t0)
+    crashed: list[ScenarioResult] = []
+    skip: list[str] = []
+    exit_code = None
+    timed_out = False
+    for attempt in range(opts.max_boots):
+        if time.monotonic() - t0 > opts.timeout_s:
+            timed_out = True
+            break
+        outcome = _boot(kernel, results_dir, repo, opts, accel, reason, attempt, skip, progress, t0)
+        exit_code = outcome.exit_code
+        if outcome.exit_code is not None:
+            break
+        done, running = parse_progress((results_dir / "progress.log").read_text()
+                                       if (results_dir / "progress.log").exists() else "")
+        console = results_dir / outcome.console
+        if running is None:
+            progress.say(f"guest ended without reporting; console tail:\n{console_tail(console)}")
+            break
+        why = outcome.why
+        progress.say(f"{why} during {running.nodeid}: recording it as crashed; "
+                     "continuing in a fresh VM")
+        crashed.append(crashed_result(kernel, running, why, console))
+        skip = sorted(done | {running.nodeid} | set(skip))
+        timed_out = timed_out or outcome.why.startswith("watchdog")
+    for r in crashed:
+        append_jsonl(results_dir / "results.jsonl", r)
+    with contextlib.suppress(FileNotFoundError):
+        (results_dir / "nvdimm.img").unlink()
+    elapsed = time.monotonic() - t0
+    progress.say(f"done in {elapsed:.0f} s, guest pytest exit {exit_code}")
+    return GuestRun(kernel, accel, reason, results_dir, exit_code, timed_out, elapsed)
+
+
+@dataclass(frozen=True)
+class BootOutcome:
+    exit_code: int | None
+    why: str
+    console: str
+
+
+def _boot(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions, accel: str,
+          reason: str, attempt: int, skip: list[str], progress: Progress,
+          t0: float) -> BootOutcome:
     image = results_dir / "nvdimm.img"
     if opts.pmem == "nfit":
         with image.open("wb") as f:
             f.truncate(1 << 30)
+    exit_file = results_dir / "guest-exit"
+    with contextlib.suppress(FileNotFoundError):
+        exit_file.unlink()
     config = kernel.vmlinuz.parent / f"config-{kernel.release}"
     if not config.exists():
         config = kernel.modules / "config"
+    suffix = "" if attempt == 0 else f"-{attempt}"
+    pytest_args = [*opts.pytest_args, *[f"--deselect={n}" for n in skip]]
     guest_cmd = f"cd {shlex.quote(str(repo))} && " + shlex.join([
-        "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1",
+        "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
+        f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
         *([f"MFINJECT_KERNEL_CONFIG={config}"] if config.exists() else []),
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
-        "--tests", str(repo / "tests" / "kernel"), "--", *opts.pytest_args,
+        "--log", f"guest{suffix}.log", "--tests", str(repo / "tests" / "kernel"), "--",
+        *pytest_args,
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image)
-    (results_dir / "vng-command.txt").write_text(" ".join(cmd) + "\n")
-    t0 = time.monotonic()
-    progress = Progress(kernel.spec, results_dir / "progress.log", t0)
-    progress.say(f"booting {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "
+    (results_dir / f"vng-command{suffix}.txt").write_text(shlex.join(cmd) + "\n")
+    what = "booting" if attempt == 0 else f"booting a fresh VM (boot {attempt + 1})"
+    progress.say(f"{what} {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "
                  f"logs in {results_dir}")
-    timed_out = False
-    with (results_dir / "console.log").open("wb") as console, \
+    console_name = f"console{suffix}.log"
+    why = "guest crashed (VM exited without a result)"
+    with (results_dir / console_name).open("wb") as console, \
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                              env=_env(), start_new_session=True) as proc:
         try:
+            running_since: tuple[str, float] | None = None
             while proc.poll() is None:
                 progress.poll()
-                if time.monotonic() - t0 > opts.timeout_s:
-                    timed_out = True
-                    progress.say(f"watchdog: still running after {opts.timeout_s:.0f} s; "
-                                 "killing the VM")
+                now = time.monotonic()
+                _, running = parse_progress((results_dir / "progress.log").read_text()
+                                            if (results_dir / "progress.log").exists() else "")
+                if running is None:
+                    running_since = None
+                elif running_since is None or running_since[0] != running.nodeid:
+                    running_since = (running.nodeid, now)
+                if running_since and now - running_since[1] > opts.test_timeout_s:
+                    why = f"watchdog: no progress for {opts.test_timeout_s:.0f} s (hung)"
+                    progress.say(f"{why}; killing the VM")
+                    _kill_group(proc)
+                    break
+                if now - t0 > opts.timeout_s:
+                    why = f"watchdog: run longer than {opts.timeout_s:.0f} s"
+                    progress.say(f"{why}; killing the VM")
                     _kill_group(proc)
                     break
                 time.sleep(0.5)
@@ -237,10 +368,5 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
             if proc.poll() is None:
                 _kill_group(proc)
     progress.poll()
-    with contextlib.suppress(FileNotFoundError):
-        image.unlink()
-    exit_file = results_dir / "guest-exit"
     exit_code = int(exit_file.read_text()) if exit_file.exists() else None
-    elapsed = time.monotonic() - t0
-    progress.say(f"VM finished in {elapsed:.0f} s, guest pytest exit {exit_code}")
-    return GuestRun(kernel, accel, reason, results_dir, exit_code, timed_out, elapsed)
+    return BootOutcome(exit_code, why, console_name)

@@ -12,8 +12,7 @@ pytestmark = pytest.mark.pmem
 @pytest.mark.parametrize("scenario", first.SCENARIOS, ids=lambda s: s.name)
 def test_scenario(scenario, dax_fs, clean_namespace, hwpoison, mf_record):
     obs = runner.run(scenario, dax_fs, clean_namespace)
-    verdict = judge(obs)
-    mf_record(obs, verdict)
+    verdict = mf_record(obs, judge(obs))
     if verdict.verdict == KNOWN_DEVIATION:
         pytest.xfail("\n".join(verdict.messages))
     assert verdict.verdict == PASS, "\n".join(verdict.messages)

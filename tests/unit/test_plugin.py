@@ -9,7 +9,8 @@ KERNEL_TESTS = Path(__file__).resolve().parent.parent / "kernel"
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in ("CI", "MFINJECT_REQUIRE_PMEM", "MFINJECT_DEVICE", "MFINJECT_DISPOSABLE"):
+    for var in ("CI", "MFINJECT_REQUIRE_PMEM", "MFINJECT_DEVICE", "MFINJECT_DISPOSABLE",
+                "MFINJECT_IN_VM", "MFINJECT_CRASH_TEST"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -41,3 +42,13 @@ def test_missing_device_is_named(pytester, clean_env, monkeypatch):
                              str(KERNEL_TESTS))
     res.stdout.fnmatch_lines(["*/dev/pmem97 does not exist*ndctl list -N*"])
     assert res.ret != 0
+
+
+def test_deliberate_crash_never_runs_outside_the_vm(pytester, clean_env, monkeypatch):
+    monkeypatch.setenv("MFINJECT_CRASH_TEST", "1")  # asked for, but not in the VM
+    res = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q", str(KERNEL_TESTS))
+    assert "test_deliberate_crash" not in res.stdout.str()
+    assert "1 deselected" in res.stdout.str()
+    monkeypatch.setenv("MFINJECT_IN_VM", "1")
+    res = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q", str(KERNEL_TESTS))
+    assert "test_deliberate_crash" in res.stdout.str()
