@@ -28,7 +28,7 @@ DELIBERATE_CRASH = "test_deliberate_crash"
 def _collect(run: runner.GuestRun) -> list[ScenarioResult]:
     """Every record the guest streamed, over all boots, crashed tests included."""
     got = load_jsonl(run.results_dir / "results.jsonl")
-    if got and not run.timed_out:
+    if run.exit_code is not None and not run.timed_out and (got or run.exit_code == 5):
         return got
     why = "watchdog timeout" if run.timed_out else f"guest exit {run.exit_code}"
     tail = runner.console_tail(run.results_dir / "console.log")

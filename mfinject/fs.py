@@ -84,13 +84,14 @@ def mkfs(kind: FsKind, devpath: str) -> None:
 
 
 @contextlib.contextmanager
-def mounted(kind: FsKind, devpath: str, *, make: bool = True) -> Iterator[Mount]:
-    """mkfs (if ``make``) and mount with dax=always; always unmount."""
+def mounted(kind: FsKind, devpath: str, *, make: bool = True,
+            options: str = "dax=always") -> Iterator[Mount]:
+    """mkfs (if ``make``) and mount (with dax=always unless told); always unmount."""
     if make:
         mkfs(kind, devpath)
     mountpoint = tempfile.mkdtemp(prefix=f"mfinject-{kind.name}-", dir="/run")
     try:
-        _run(["mount", "-t", kind.fstype, "-o", "dax=always", devpath, mountpoint],
+        _run(["mount", "-t", kind.fstype, "-o", options, devpath, mountpoint],
              "apt-get install mount")
         try:
             yield Mount(kind, devpath, mountpoint)

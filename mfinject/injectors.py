@@ -50,6 +50,11 @@ def check_pfn(namespace: Namespace, pfn: int) -> None:
         )
 
 
+def require_debugfs() -> None:
+    if not os.path.ismount("/sys/kernel/debug"):
+        raise InjectError("debugfs is not mounted: mount -t debugfs none /sys/kernel/debug")
+
+
 class MadviseInjector:
     """madvise(MADV_HWPOISON) by a process on its own mapping (madvise(2))."""
 
@@ -74,9 +79,7 @@ class CorruptPfnInjector:
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
-        if not os.path.isdir("/sys/kernel/debug"):
-            raise InjectError("/sys/kernel/debug missing: mount debugfs "
-                              "(mount -t debugfs none /sys/kernel/debug)")
+        require_debugfs()
         if not os.path.exists(CORRUPT_PFN):
             raise InjectError(f"{CORRUPT_PFN} missing: load the module (modprobe hwpoison_inject)"
                               " and mount debugfs")

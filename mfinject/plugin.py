@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from mfinject import results as results_mod
-from mfinject.expectations.model import ERROR
+from mfinject.expectations.model import ERROR, FAIL, PASS
 from mfinject.report import table
 
 RESULTS_KEY = pytest.StashKey[list]()
 RECORDED_KEY = pytest.StashKey[bool]()
+RESULT_KEY = pytest.StashKey[results_mod.ScenarioResult]()
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def record(config: pytest.Config, item: pytest.Item | None,
     _stream(config, result)
     if item is not None:
         item.stash[RECORDED_KEY] = True
+        item.stash[RESULT_KEY] = result
         item.user_properties.append(("verdict", result.verdict))
         item.user_properties.append(("kernel", result.kernel))
         if result.observation:
@@ -137,6 +139,7 @@ def replace_record(config: pytest.Config, item: pytest.Item,
     for i, r in enumerate(got):
         if r.nodeid == item.nodeid:
             got[i] = result
+    item.stash[RESULT_KEY] = result
     _stream(config, result)
 
 
@@ -145,19 +148,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()
-    # A scenario that failed before it produced an observation still gets a
-    # record, so the table never silently loses a row.
+    # Every pmem test gets a row: a scenario that failed before it produced
+    # an observation gets an error record, and a test that is not a scenario
+    # (a guard) gets a record of its outcome, so the table never loses a row.
+    if item.get_closest_marker("pmem") is None or item.stash.get(RECORDED_KEY, False):
+        return
+    if report.skipped or (report.passed and report.when != "call"):
+        return
     callspec = getattr(item, "callspec", None)
-    if report.failed and callspec is not None and "scenario" in callspec.params \
-            and not item.stash.get(RECORDED_KEY, False):
-        scenario = callspec.params["scenario"]
-        fs_kind = callspec.params.get("dax_fs", "?")
+    params = callspec.params if callspec is not None else {}
+    scenario = getattr(params.get("scenario"), "name", None) or item.originalname
+    msg = ""
+    if report.failed:
         msg = str(report.longrepr.reprcrash.message) if hasattr(report.longrepr, "reprcrash") \
             else str(report.longrepr).splitlines()[-1]
-        record(item.config, item, results_mod.ScenarioResult(
-            scenario=getattr(scenario, "name", str(scenario)), fs=str(fs_kind),
-            kernel=os.uname().release, verdict=ERROR, message=f"{report.when}: {msg}",
-            nodeid=item.nodeid))
+        msg = f"{report.when}: {msg}"
+    verdict = PASS if report.passed else (FAIL if report.when == "call" and
+                                          "scenario" not in params else ERROR)
+    record(item.config, item, results_mod.ScenarioResult(
+        scenario=scenario, fs=str(params.get("dax_fs", "-")), kernel=os.uname().release,
+        verdict=verdict, message=msg, nodeid=item.nodeid))
 
 
 def _progress(line: str) -> None:

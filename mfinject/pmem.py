@@ -87,9 +87,11 @@ def namespace_of_blockdev(blockdev: str) -> str:
     target = dev.resolve()
     if target.name.startswith("namespace"):
         return target.name
-    ns_link = target / "namespace"
-    if ns_link.exists():
-        return ns_link.resolve().name
+    ns_attr = target / "namespace"  # pfnX.Y/namespace holds the namespace's name
+    if ns_attr.is_file():
+        name = ns_attr.read_text().strip()
+        if name:
+            return name
     raise PmemError(f"cannot find the namespace behind /dev/{blockdev} ({target})")
 
 

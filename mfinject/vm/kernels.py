@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfinject.errors import MfinjectError
+from mfinject.kernel import missing_config, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,33 @@ def resolve_debian(name: str, *, refresh: bool = False) -> Kernel:
     return kernel
 
 
+def config_path(kernel: Kernel) -> Path | None:
+    for cand in (kernel.vmlinuz.parent / f"config-{kernel.release}", kernel.modules / "config",
+                 kernel.modules.parent.parent.parent / "boot" / f"config-{kernel.release}"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def check_config(kernel: Kernel) -> Kernel:
+    """Refuse a kernel whose shipped config lacks what the suite needs."""
+    path = config_path(kernel)
+    if path is None:
+        log.warning("no config beside %s: the guest will probe the kernel instead", kernel.vmlinuz)
+        return kernel
+    missing = missing_config(parse_config(path.read_text()))
+    if missing:
+        raise KernelResolveError(
+            f"kernel {kernel.spec} lacks {', '.join(missing)} (per {path}): rebuild it with "
+            + " ".join(f"{m}=y" for m in missing) + ", or use --kernel debian:6.1")
+    return kernel
+
+
 def resolve(spec: str) -> Kernel:
+    return check_config(_resolve(spec))
+
+
+def _resolve(spec: str) -> Kernel:
     if spec.startswith("debian:"):
         return resolve_debian(spec.removeprefix("debian:"))
     path = Path(spec).expanduser()

@@ -27,7 +27,7 @@ import psutil
 from mfinject.errors import MfinjectError
 from mfinject.expectations.model import CRASHED
 from mfinject.results import ScenarioResult, append_jsonl
-from mfinject.vm.kernels import Kernel, cache_dir
+from mfinject.vm.kernels import Kernel, cache_dir, config_path
 
 log = logging.getLogger(__name__)
 
@@ -319,15 +319,13 @@ def _boot(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions, accel:
     exit_file = results_dir / "guest-exit"
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
-    config = kernel.vmlinuz.parent / f"config-{kernel.release}"
-    if not config.exists():
-        config = kernel.modules / "config"
+    config = config_path(kernel)
     suffix = "" if attempt == 0 else f"-{attempt}"
     pytest_args = [*opts.pytest_args, *[f"--deselect={n}" for n in skip]]
     guest_cmd = f"cd {shlex.quote(str(repo))} && " + shlex.join([
         "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
         f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
-        *([f"MFINJECT_KERNEL_CONFIG={config}"] if config.exists() else []),
+        *([f"MFINJECT_KERNEL_CONFIG={config}"] if config else []),
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
         "--log", f"guest{suffix}.log", "--tests", str(repo / "tests" / "kernel"), "--",
         *pytest_args,

@@ -38,3 +38,16 @@ def test_unknown_names(tmp_path):
         kernels.resolve("debian:5.10")
     with pytest.raises(kernels.KernelResolveError, match="no such file"):
         kernels.resolve(str(tmp_path / "nope"))
+
+
+def test_kernel_path_config_without_memory_failure_is_refused(tmp_path):
+    vmlinuz = _touch(tmp_path / "boot" / "vmlinuz-6.1.0-1-amd64")
+    _touch(tmp_path / "lib" / "modules" / "6.1.0-1-amd64" / "modules.dep")
+    (tmp_path / "boot" / "config-6.1.0-1-amd64").write_text(
+        "CONFIG_FS_DAX=y\n# CONFIG_MEMORY_FAILURE is not set\nCONFIG_HWPOISON_INJECT=m\n")
+    with pytest.raises(kernels.KernelResolveError,
+                       match="lacks CONFIG_MEMORY_FAILURE .*rebuild it with CONFIG_MEMORY_FAILURE=y"):
+        kernels.resolve(str(vmlinuz))
+    (tmp_path / "boot" / "config-6.1.0-1-amd64").write_text(
+        "CONFIG_FS_DAX=y\nCONFIG_MEMORY_FAILURE=y\nCONFIG_HWPOISON_INJECT=m\n")
+    assert kernels.resolve(str(vmlinuz)).release == "6.1.0-1-amd64"

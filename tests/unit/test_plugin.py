@@ -16,14 +16,16 @@ def clean_env(monkeypatch):
 
 def test_no_pmem_skips_with_the_fix(pytester, clean_env):
     res = pytester.runpytest("-p", "no:cacheprovider", "-rs", str(KERNEL_TESTS))
-    res.assert_outcomes(skipped=12)
+    outcomes = res.parseoutcomes()
+    assert outcomes.get("skipped", 0) >= 12 and set(outcomes) <= {"skipped", "deselected"}
     res.stdout.fnmatch_lines(["*no pmem designated: pass --mfinject-device=/dev/pmemN*"])
 
 
 def test_require_pmem_turns_the_skip_into_an_error(pytester, clean_env, monkeypatch):
     monkeypatch.setenv("MFINJECT_REQUIRE_PMEM", "1")
     res = pytester.runpytest("-p", "no:cacheprovider", str(KERNEL_TESTS))
-    res.assert_outcomes(errors=12)
+    outcomes = res.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 12 and set(outcomes) <= {"errors", "deselected"}
     res.stdout.fnmatch_lines(["*no pmem designated*--mfinject-require-pmem*"])
     assert res.ret != 0
 
@@ -31,7 +33,8 @@ def test_require_pmem_turns_the_skip_into_an_error(pytester, clean_env, monkeypa
 def test_ci_true_implies_require_pmem(pytester, clean_env, monkeypatch):
     monkeypatch.setenv("CI", "true")
     res = pytester.runpytest("-p", "no:cacheprovider", str(KERNEL_TESTS))
-    res.assert_outcomes(errors=12)
+    outcomes = res.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 12 and set(outcomes) <= {"errors", "deselected"}
 
 
 def test_missing_device_is_named(pytester, clean_env, monkeypatch):
