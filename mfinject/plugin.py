@@ -82,6 +82,9 @@ def settings(config: pytest.Config) -> Settings:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
+        "markers", "kernel_log_allows(*regex): kernel error messages this test provokes on "
+        "purpose; the kernel-health check accepts them")
+    config.addinivalue_line(
         "markers", "deliberate_crash: crashes the guest kernel on purpose to prove that the VM "
         "runner survives it (only with `mfinject vm --crash-test`)")
     config.addinivalue_line(

@@ -52,7 +52,8 @@ class Finding:
     line: str
 
 
-def scan(records: list[KmsgRecord]) -> list[Finding]:
+def scan(records: list[KmsgRecord], allowed: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
+    """Splats always count; other KERN_ERR-or-worse lines unless expected or ``allowed``."""
     out = []
     for rec in records:
         for name, rx in SPLATS:
@@ -60,7 +61,8 @@ def scan(records: list[KmsgRecord]) -> list[Finding]:
                 out.append(Finding(name, str(rec)))
                 break
         else:
-            if rec.level <= 3 and not any(rx.search(rec.text) for rx in EXPECTED_ERRORS):
+            if rec.level <= 3 and not any(rx.search(rec.text)
+                                          for rx in (*EXPECTED_ERRORS, *allowed)):
                 out.append(Finding("unexpected error message", str(rec)))
     return out
 
@@ -72,14 +74,15 @@ def taint_letters(mask: int) -> str:
 class HealthWatch:
     """Started before a test; :meth:`findings` says what went wrong since."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed: tuple[str, ...] = ()) -> None:
+        self.allowed = tuple(re.compile(rx) for rx in allowed)
         self.taint_before = kernel.taint()
         self._kmsg = KmsgCapture()
         self.records: list[KmsgRecord] = []
 
     def findings(self) -> list[Finding]:
         self.records += self._kmsg.read()
-        found = scan(self.records)
+        found = scan(self.records, self.allowed)
         new = kernel.taint() & ~self.taint_before & ~ALLOWED_TAINT
         if new:
             found.append(Finding("new taint", f"taint flags {taint_letters(new)} ({new:#x}) "

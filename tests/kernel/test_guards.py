@@ -28,6 +28,7 @@ def _to_mode(ns: pmem.Namespace, mode: str) -> pmem.Namespace:
     return pmem.lookup(ns.name)
 
 
+@pytest.mark.kernel_log_allows(r"DAX unsupported by block device")
 def test_raw_namespace_is_refused_and_gives_no_dax(pmem_namespace):
     raw = _to_mode(pmem_namespace, "raw")
     try:

@@ -45,3 +45,13 @@ def test_taint_letters():
     assert taint_letters(0) == "-"
     assert taint_letters(1 << 9) == "W"
     assert taint_letters((1 << 4) | (1 << 5)) == "MB"
+
+
+def test_per_test_allowance():
+    import re
+    recs = _recs((3, "XFS (pmem0): DAX unsupported by block device. Turning off DAX."))
+    assert [f.kind for f in scan(recs)] == ["unexpected error message"]
+    assert scan(recs, (re.compile("DAX unsupported by block device"),)) == []
+    # an allowance never covers a splat
+    warn = _recs((4, "WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x"))
+    assert scan(warn, (re.compile("WARNING"),))[0].kind == "WARN"
