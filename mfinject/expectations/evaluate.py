@@ -34,6 +34,8 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         return "mapped" if p.mapped_after else "unmapped"
     if field == "injection":
         return p.injection or "none"
+    if field == "access":
+        return p.access or "not probed"
     raise KeyError(field)
 
 
@@ -65,8 +67,10 @@ def judge(obs: Observation,
         known = next((d for d in deviations if d.covers(obs.scenario, exp.participant, exp.field,
                                                          got, obs.path, version)), None)
         if known is not None:
-            msg = (f"{exp.participant} {exp.field}: known deviation: expected {exp.value}, "
-                   f"observed {got}. {known.explanation} ({known.source.cite()})")
+            lead = "deviates from" if exp.source.is_doc else "differs from"
+            msg = (f"{exp.participant} {exp.field}: expected {exp.value}, observed {got}: "
+                   f"{lead} {exp.source.cite()}. Known deviation ({known.kind}): "
+                   f"{known.explanation} [{known.source.cite()}]")
             checks.append(Check(exp.participant, exp.field, exp.value, got, KNOWN_DEVIATION,
                                 exp.source.cite(), msg))
             continue

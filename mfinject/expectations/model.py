@@ -71,12 +71,17 @@ class Expect:
         return path in self.paths and self.kernels.holds(version)
 
 
+KERNEL_DEVIATION = "kernel"  # the kernel does not do what its documentation says
+INJECTION_LIMIT = "software injection"  # the test method cannot reproduce hardware
+
+
 @dataclass(frozen=True)
 class KnownDeviation:
     scenario: str
     participant: str
     field: str
     observed: str
+    kind: str  # KERNEL_DEVIATION or INJECTION_LIMIT
     explanation: str
     source: Source
     paths: frozenset[str] = ALL_PATHS

@@ -61,3 +61,13 @@ CODING_STYLE_WARN = Source(
     "WARN*() is intended for unexpected, this-should-never-happen situations. WARN*() macros "
     "are not to be used for anything that is expected to happen during normal operation.",
 )
+UNMAP_AND_KILL = Source(
+    "mm/memory-failure.c unmap_and_kill()",
+    "unmap_mapping_range() covers the largest mapping among the processes collected for a "
+    "signal; with none collected the size stays 0 and nothing is unmapped",
+)
+PMEM_BADBLOCKS = Source(
+    "drivers/nvdimm/pmem.c __pmem_direct_access()",
+    "is_bad_pmem(&pmem->bb, ...) is the only poison check on the fsdax fault path; "
+    "software injection records no bad block",
+)

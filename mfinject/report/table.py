@@ -27,6 +27,8 @@ def _observed_participant(p: dict[str, Any]) -> str:
         bits.append("mapped" if p["mapped_after"] else "unmapped")
     if p["injection"] is not None and p["injection"] != "caller killed":
         bits.append(f"inject={p['injection']}")
+    if p.get("access"):
+        bits.append(f"then access: {p['access']}")
     return f"{p['name']}: " + " ".join(bits)
 
 
@@ -48,6 +50,8 @@ def expected_cell(r: ScenarioResult) -> str:
             val = "no SIGBUS"
         elif c["field"] == "injection":
             val = f"inject={val}"
+        elif c["field"] == "access":
+            val = f"then access: {val}"
         per.setdefault(c["participant"], []).append(val)
     return "\n".join(f"{who}: {' '.join(vals)}" for who, vals in per.items()) or "-"
 
@@ -74,7 +78,8 @@ def _signature(p: dict[str, Any]) -> str:
     else:
         sig = "none"
     state = "" if p["mapped_after"] is None else (" mapped" if p["mapped_after"] else " unmapped")
-    return f"{p['name']}:{sig}{state}"
+    later = f", then {p['access']}" if p.get("access") else ""
+    return f"{p['name']}:{sig}{state}{later}"
 
 
 def short_cell(r: ScenarioResult) -> str:

@@ -35,6 +35,9 @@ class Scenario:
     title: str
     injector: str  # a key of mfinject.injectors.INJECTORS
     roles: tuple[Role, ...]
+    # after the injection has settled, every mapper still alive loads a byte
+    # from its mapping again: SIGBUS (which code), or the data it reads
+    probe_access: bool = False
 
     @property
     def injecting_role(self) -> Role:

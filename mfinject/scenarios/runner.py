@@ -19,6 +19,7 @@ from mfinject.syscalls import PAGE_SIZE
 log = logging.getLogger(__name__)
 
 FILE_SIZE = 2 << 20
+FILL = 0x5A  # every byte of the scenario file
 SETTLE_QUIET_S = 0.5
 SETTLE_LIMIT_S = 10.0
 
@@ -50,6 +51,9 @@ class ParticipantObs:
     mapped_after: bool | None
     pfn_after: int | None
     injection: str | None  # the injector's own call: "ok", an error, "caller killed"
+    # a later load from the mapping: "SIGBUS <code>", "old data", "data 0x..", or None
+    access: str | None = None
+    access_sigbus: SigbusObs | None = None
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,39 @@ def _exit_text(status: int | None) -> str:
     return f"exited {status}"
 
 
+def _mapping_state(p: Participant, addr: int | None) -> tuple[bool | None, int | None]:
+    """Present bit and PFN now, or when a fatal signal stopped the process."""
+    if addr is None:
+        return None, None
+    if p.alive:
+        entry = pagemap.read_entry(p.pid, addr)
+    else:
+        raws = [raw for ev in p.log.signals for a, raw in ev.pagemap if a == addr]
+        if not raws:
+            return None, None
+        entry = pagemap.PagemapEntry(raws[-1])
+    return entry.present, entry.pfn
+
+
+def _probe_access(p: Participant, addr: int, t0: int) -> tuple[str, SigbusObs | None]:
+    """Load one byte again; a SIGBUS ends the participant and is the answer."""
+    before = len(p.log.signals)
+    reply = p.request("touch", addr=addr)
+    new = [ev for ev in p.log.signals[before:] if ev.signo == signal.SIGBUS]
+    if new:
+        ev = new[0]
+        return f"SIGBUS {ev.code_name}", SigbusObs(ev.code_name, ev.addr, ev.addr_lsb,
+                                                    (ev.at_ns - t0) / 1e6)
+    if reply is None:
+        return f"died ({p.log.exit_status})", None
+    if not reply.ok:
+        return f"error {reply.error}", None
+    return ("old data" if reply.value == FILL else f"data {reply.value:#x}"), None
+
+
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Observation:
     started = time.monotonic()
-    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE)
+    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL)
     injector = INJECTORS[scenario.injector](namespace)
     tracer = Tracer()
     with cast(tracer) as people:
@@ -123,27 +157,28 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Obser
             injection = injector.inject(people[inj_role.name], vaddrs.get(inj_role.name), pfn)
             tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records = log_capture.read()
+            snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name))
+                        for role in scenario.roles if role.maps}
+            access = {}
+            if scenario.probe_access:
+                for role in scenario.roles:
+                    if role.maps and people[role.name].alive:
+                        access[role.name] = _probe_access(people[role.name], vaddrs[role.name], t0)
+                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            records += log_capture.read()
         hw_delta = kernel.hardware_corrupted_kb() - hw_before
 
         observed = []
         for role in scenario.roles:
             p = people[role.name]
+            probe = access.get(role.name)
+            n_inject = len(p.log.signals) - (1 if probe and probe[1] is not None else 0)
             sigbus = tuple(
                 SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, (ev.at_ns - t0) / 1e6)
-                for ev in p.log.signals if ev.signo == signal.SIGBUS
+                for ev in p.log.signals[:n_inject] if ev.signo == signal.SIGBUS
             )
             others = tuple(ev.signal_name for ev in p.log.signals if ev.signo != signal.SIGBUS)
-            mapped_after = pfn_after = None
-            if role.maps:
-                addr = vaddrs[role.name]
-                if p.alive:
-                    entry = pagemap.read_entry(p.pid, addr)
-                else:
-                    # the tracer read the pagemap when the fatal signal arrived
-                    raws = [raw for ev in p.log.signals for a, raw in ev.pagemap if a == addr]
-                    entry = pagemap.PagemapEntry(raws[-1]) if raws else None
-                if entry is not None:
-                    mapped_after, pfn_after = entry.present, entry.pfn
+            mapped_after, pfn_after = snapshot.get(role.name, (None, None))
             observed.append(ParticipantObs(
                 name=role.name,
                 role=role.describe(),
@@ -158,6 +193,8 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Obser
                 mapped_after=mapped_after,
                 pfn_after=pfn_after,
                 injection=injection.outcome() if role.injects else None,
+                access=probe[0] if probe else None,
+                access_sigbus=probe[1] if probe else None,
             ))
     return Observation(
         scenario=scenario.name,

@@ -76,7 +76,7 @@ def test_device_with_a_filesystem_needs_disposable(clean_namespace):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q",
          f"--mfinject-device={clean_namespace.devpath}",
-         str(REPO / "tests" / "kernel" / "test_first_scenarios.py"), "-k", "xfs-madvise-self"],
+         str(REPO / "tests" / "kernel" / "test_scenarios.py"), "-k", "xfs-madvise-self"],
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode != 0
     assert f"{clean_namespace.devpath} holds a ext4: the suite formats it" in proc.stdout, \

@@ -15,13 +15,13 @@ from mfinject.expectations.model import (
     combine,
 )
 from mfinject.kernel import Version
-from mfinject.scenarios import first
+from mfinject.scenarios import catalogue
 
 from .samples import VA_A, VA_C, ao, ar, observation, participant
 
 
 def test_every_scenario_has_expectations_with_sources():
-    for sc in first.SCENARIOS:
+    for sc in catalogue.SCENARIOS:
         exps = EXPECTATIONS[sc.name]
         assert exps, sc.name
         names = {r.name for r in sc.roles}
@@ -65,12 +65,14 @@ def test_early_bystander_address_is_its_own():
 
 def test_known_deviation_is_not_a_pass():
     exp = {"s": (Expect("B", "mapping", "unmapped", sources.SYSCTL_LATE),)}
-    dev = (KnownDeviation("s", "B", "mapping", "mapped", "no early-kill mapper: nothing unmapped",
-                          sources.COMMIT_DEV_PAGEMAP),)
+    dev = (KnownDeviation("s", "B", "mapping", "mapped", "kernel",
+                          "no early-kill mapper: nothing unmapped", sources.COMMIT_DEV_PAGEMAP),)
     obs = observation("s", [participant("B", mapped_after=True)])
     v = judge(obs, exp, dev)
     assert v.verdict == KNOWN_DEVIATION
-    assert "known deviation" in v.messages[0] and "nothing unmapped" in v.messages[0]
+    msg = v.messages[0]
+    assert "Known deviation (kernel)" in msg and "nothing unmapped" in msg
+    assert "deviates from Documentation/admin-guide/sysctl/vm.rst" in msg
     # a different observed value is not covered by the deviation
     obs2 = observation("s", [participant("B", mapped_after=None)])
     assert judge(obs2, exp, dev).verdict == FAIL

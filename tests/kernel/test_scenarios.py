@@ -1,15 +1,15 @@
-"""The first scenarios on each filesystem, in the guest or on designated pmem."""
+"""Every scenario on each filesystem, in the guest or on designated pmem."""
 
 import pytest
 
 from mfinject.expectations.evaluate import judge
 from mfinject.expectations.model import KNOWN_DEVIATION, PASS
-from mfinject.scenarios import first, runner
+from mfinject.scenarios import catalogue, runner
 
 pytestmark = pytest.mark.pmem
 
 
-@pytest.mark.parametrize("scenario", first.SCENARIOS, ids=lambda s: s.name)
+@pytest.mark.parametrize("scenario", catalogue.SCENARIOS, ids=lambda s: s.name)
 def test_scenario(scenario, dax_fs, clean_namespace, hwpoison, mf_record):
     obs = runner.run(scenario, dax_fs, clean_namespace)
     verdict = mf_record(obs, judge(obs))

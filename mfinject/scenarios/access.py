@@ -1,0 +1,25 @@
+"""What a late-kill mapper gets when it touches the page after the injection.
+
+5. madvise-late-access: A poisons its mapping with madvise while B (late
+   kill) maps the page; then B loads from it again.
+6. corrupt-pfn-late-only: I, who maps nothing, poisons the PFN while only B
+   (late kill) maps it; then B loads from it again. No process qualifies for
+   a signal at injection time here, which is where the generic and
+   notify_failure paths decide whether to unmap at all.
+"""
+
+from mfinject.scenarios import DEFAULT, Role, Scenario
+
+MADVISE_LATE_ACCESS = Scenario(
+    "madvise-late-access", "madvise by A; then B (late kill) touches the page", "madvise",
+    (Role("A", maps=True, injects=True), Role("B", maps=True, policy=DEFAULT)),
+    probe_access=True,
+)
+CORRUPT_PFN_LATE_ONLY = Scenario(
+    "corrupt-pfn-late-only", "corrupt-pfn by I while only B (late kill) maps it; then B touches it",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("B", maps=True, policy=DEFAULT)),
+    probe_access=True,
+)
+
+SCENARIOS = (MADVISE_LATE_ACCESS, CORRUPT_PFN_LATE_ONLY)
