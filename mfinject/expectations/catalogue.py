@@ -65,7 +65,17 @@ def outside_injector(name: str) -> tuple[Expect, ...]:
     )
 
 
-EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
+# Which path handles the failure: the pmem driver's ->memory_failure() hands it
+# to XFS when the filesystem has rmapbt (6f643c57d57c); without rmapbt XFS
+# answers -EOPNOTSUPP and ext4 registers no holder, so memory_failure_dev_pagemap()
+# falls back to mf_generic_kill_procs() (6100e34b2526).
+PATH = (
+    Expect("kernel", "path", "notify_failure", src.COMMIT_XFS_NOTIFY_FAILURE,
+           paths=frozenset({"notify_failure"})),
+    Expect("kernel", "path", "generic", src.COMMIT_DEV_PAGEMAP, paths=frozenset({"generic"})),
+)
+
+_EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     first.MADVISE_SELF.name: victim_ar("A"),
     first.MADVISE_LATE.name: victim_ar("A") + bystander_late("B"),
     first.MADVISE_EARLY.name: victim_ar("A") + bystander_early("C"),
@@ -74,6 +84,7 @@ EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     access.CORRUPT_PFN_LATE_ONLY.name: outside_injector("I") + bystander_late("B")
     + late_access("B"),
 }
+EXPECTATIONS = {name: PATH + exps for name, exps in _EXPECTATIONS.items()}
 
 # Cases where the kernel does not do what the sources above say, each found by
 # a run, understood and explained. They are reported as deviations (never as

@@ -52,6 +52,15 @@ def with_health(verdict: Verdict, findings: list[str]) -> Verdict:
     return Verdict(combine([verdict.verdict, FAIL]), (*verdict.checks, check))
 
 
+def observed_value(obs: Observation, participant: str, field: str) -> str:
+    """A participant's field, or for participant "kernel" a fact about the whole injection."""
+    if participant == "kernel":
+        if field == "path":
+            return obs.path_observed
+        raise KeyError(field)
+    return observed_field(obs.participant(participant), field)
+
+
 def judge(obs: Observation,
           expectations: dict[str, tuple[Expect, ...]] = EXPECTATIONS,
           deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:
@@ -60,7 +69,7 @@ def judge(obs: Observation,
     for exp in expectations.get(obs.scenario, ()):
         if not exp.applies(obs.path, version):
             continue
-        got = observed_field(obs.participant(exp.participant), exp.field)
+        got = observed_value(obs, exp.participant, exp.field)
         if got == exp.value:
             checks.append(Check(exp.participant, exp.field, exp.value, got, PASS, exp.source.cite()))
             continue

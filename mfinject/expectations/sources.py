@@ -52,7 +52,7 @@ COMMIT_DEV_PAGEMAP = Source(
     "v4.19",
 )
 COMMIT_MF_DAX_KILL_PROCS = Source(
-    "commit",
+    "commit c36e20249571",
     "mm: introduce mf_dax_kill_procs() for fsdax case",
     "v6.0",
 )
@@ -70,4 +70,9 @@ PMEM_BADBLOCKS = Source(
     "drivers/nvdimm/pmem.c __pmem_direct_access()",
     "is_bad_pmem(&pmem->bb, ...) is the only poison check on the fsdax fault path; "
     "software injection records no bad block",
+)
+COMMIT_XFS_NOTIFY_FAILURE = Source(
+    "commit 6f643c57d57c",
+    "xfs: implement ->notify_failure() for XFS",
+    "v6.0",
 )

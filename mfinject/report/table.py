@@ -35,7 +35,9 @@ def _observed_participant(p: dict[str, Any]) -> str:
 def observed_cell(r: ScenarioResult) -> str:
     if r.observation is None:
         return r.message.splitlines()[0] if r.message else "-"
-    return "\n".join(_observed_participant(p) for p in r.observation["participants"])
+    lines = [_observed_participant(p) for p in r.observation["participants"]]
+    lines.append(f"path: {r.observation.get('path_observed', 'not traced')}")
+    return "\n".join(lines)
 
 
 def expected_cell(r: ScenarioResult) -> str:
@@ -52,6 +54,8 @@ def expected_cell(r: ScenarioResult) -> str:
             val = f"inject={val}"
         elif c["field"] == "access":
             val = f"then access: {val}"
+        elif c["field"] == "path":
+            val = f"path: {val}"
         per.setdefault(c["participant"], []).append(val)
     return "\n".join(f"{who}: {' '.join(vals)}" for who, vals in per.items()) or "-"
 
@@ -90,7 +94,8 @@ def short_cell(r: ScenarioResult) -> str:
     if r.observation is None:
         first = r.message.splitlines()[0] if r.message else ""
         return f"{r.verdict.upper()} {first[:60]}"
-    sigs = "\n".join(_signature(p) for p in r.observation["participants"])
+    sigs = "\n".join([*(_signature(p) for p in r.observation["participants"]),
+                      f"via {r.observation.get('path_observed', '?')}"])
     if r.verdict == PASS:
         return f"pass {sigs}"
     bad = [c for c in r.checks if c["verdict"] != PASS]

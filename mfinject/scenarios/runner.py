@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from mfinject import fs, kernel, pmem
 from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS
-from mfinject.observers import kmsg, pagemap
+from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
 from mfinject.participant import Participant, cast
 from mfinject.scenarios import DEFAULT, Scenario
@@ -70,6 +70,10 @@ class Observation:
     hardware_corrupted_delta_kb: int
     badblocks: tuple[str, ...]
     duration_s: float
+    # the memory-failure path the injection took, from the function tracer
+    path_observed: str = "not traced"
+    trace_calls: tuple[str, ...] = ()
+    memory_failure_events: tuple[str, ...] = ()
 
     def participant(self, name: str) -> ParticipantObs:
         for p in self.participants:
@@ -154,8 +158,10 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Obser
         hw_before = kernel.hardware_corrupted_kb()
         with kmsg.capture() as log_capture:
             t0 = time.monotonic_ns()
-            injection = injector.inject(people[inj_role.name], vaddrs.get(inj_role.name), pfn)
-            tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            with ftrace.trace_injection() as trace:
+                injection = injector.inject(people[inj_role.name], vaddrs.get(inj_role.name),
+                                            pfn)
+                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records = log_capture.read()
             snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name))
                         for role in scenario.roles if role.maps}
@@ -209,4 +215,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Obser
         hardware_corrupted_delta_kb=hw_delta,
         badblocks=tuple(pmem.badblocks(namespace)),
         duration_s=round(time.monotonic() - started, 3),
+        path_observed=trace.path,
+        trace_calls=tuple(trace.calls),
+        memory_failure_events=tuple(trace.events),
     )

@@ -18,7 +18,8 @@ def observation(scenario, participants, *, kernel="6.1.0-56-amd64", path="generi
     return Observation(
         scenario=scenario, title=scenario, injector="madvise", fs=fs, path=path, kernel=kernel,
         pfn=0x101218, participants=tuple(participants), dmesg=("Memory failure: 0x101218",),
-        hardware_corrupted_delta_kb=4, badblocks=(), duration_s=0.5)
+        hardware_corrupted_delta_kb=4, badblocks=(), duration_s=0.5,
+        path_observed="notify_failure" if path == "notify_failure" else "generic")
 
 
 def ar(addr=VA_A, lsb=12):

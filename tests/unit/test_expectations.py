@@ -24,7 +24,7 @@ def test_every_scenario_has_expectations_with_sources():
     for sc in catalogue.SCENARIOS:
         exps = EXPECTATIONS[sc.name]
         assert exps, sc.name
-        names = {r.name for r in sc.roles}
+        names = {r.name for r in sc.roles} | {"kernel"}
         for e in exps:
             assert e.participant in names
             assert e.source.quote and e.source.ref
@@ -34,7 +34,7 @@ def test_madvise_self_pass():
     obs = observation("madvise-self", [participant("A", sigbus=[ar()])])
     v = judge(obs)
     assert v.verdict == PASS
-    assert {c.field for c in v.checks} == {"signal", "si_addr", "si_addr_lsb", "mapping"}
+    assert {c.field for c in v.checks} == {"path", "signal", "si_addr", "si_addr_lsb", "mapping"}
 
 
 def test_wrong_si_code_fails_and_quotes_the_document():
@@ -120,3 +120,13 @@ def test_version_parse():
     assert Version.parse("6.1.0-56-amd64") == Version(6, 1, 0)
     assert Version.parse("7.3-rc1") == Version(7, 3)
     assert Version(6, 12) > Version(6, 1, 192)
+
+
+def test_path_expectation_follows_the_filesystem():
+    good = observation("madvise-self", [participant("A", sigbus=[ar()])], path="notify_failure")
+    assert judge(good).verdict == PASS
+    bad = observation("madvise-self", [participant("A", sigbus=[ar()])], path="notify_failure")
+    bad = bad.__class__(**{**bad.__dict__, "path_observed": "generic"})
+    v = judge(bad)
+    assert v.verdict == FAIL
+    assert "differs from commit 6f643c57d57c" in v.messages[0]

@@ -42,3 +42,23 @@ def test_kmsg_facility_bits_masked():
 def test_kmsg_garbage_rejected():
     assert parse_record("no separator") is None
     assert parse_record("x,y,z;text") is None
+
+
+def test_ftrace_parse_and_path():
+    from mfinject.observers.ftrace import Trace, parse_trace
+    text = """# tracer: function
+#
+         python3-282     [001] ..... 52.327: memory_failure_dev_pagemap <-memory_failure
+         python3-282     [001] ..... 52.327: dax_holder_notify_failure <-pmem_pagemap_memory_failure
+         python3-282     [001] ..... 52.328: xfs_dax_notify_failure <-dax_holder_notify_failure
+         python3-282     [001] ..... 52.328: mf_dax_kill_procs <-xfs_dax_failure_fn
+         python3-282     [001] ..... 52.330: memory_failure_event: pfn 0x101218 page type: dax page, result: Recovered
+"""
+    calls, events = parse_trace(text)
+    assert calls == ["memory_failure_dev_pagemap", "dax_holder_notify_failure",
+                     "xfs_dax_notify_failure", "mf_dax_kill_procs"]
+    assert events == ["pfn 0x101218 page type: dax page, result: Recovered"]
+    assert Trace(True, calls=calls).path == "notify_failure"
+    assert Trace(True, calls=["memory_failure_dev_pagemap", "dax_holder_notify_failure",
+                              "dax_lock_folio"]).path == "generic"
+    assert Trace(False).path == "not traced"

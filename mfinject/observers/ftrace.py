@@ -1,0 +1,121 @@
+"""Which kernel functions an injection went through, from a private tracefs instance.
+
+The function tracer, limited to a few entry points, tells the two
+memory-failure paths apart:
+- notify_failure: the pmem driver's ->memory_failure() reached the
+  filesystem (xfs_dax_notify_failure) and it called mf_dax_kill_procs();
+- generic: mf_generic_kill_procs() locked the DAX entry with dax_lock_page()
+  (dax_lock_folio() from 6.6, commit 91e79d22be75 "mm: convert DAX lock/unlock
+  page to lock/unlock folio", v6.6).
+
+The same instance records the ras:memory_failure_event tracepoint.
+Everything runs in ``instances/mfinject-PID`` and is removed afterwards, so the
+global tracer is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRACEFS = Path("/sys/kernel/tracing")
+FUNCTIONS = (
+    "memory_failure_dev_pagemap",
+    "dax_holder_notify_failure",
+    "xfs_dax_notify_failure",
+    "mf_dax_kill_procs",
+    "mf_generic_kill_procs",
+    "dax_lock_page",
+    "dax_lock_folio",
+)
+NOTIFY_MARKERS = ("mf_dax_kill_procs",)
+GENERIC_MARKERS = ("mf_generic_kill_procs", "dax_lock_page", "dax_lock_folio")
+
+
+@dataclass
+class Trace:
+    available: bool
+    functions: list[str] = field(default_factory=list)  # those the filter accepted
+    calls: list[str] = field(default_factory=list)  # in call order
+    events: list[str] = field(default_factory=list)  # ras:memory_failure_event lines
+
+    @property
+    def path(self) -> str:
+        if not self.available:
+            return "not traced"
+        if any(c in NOTIFY_MARKERS for c in self.calls):
+            return "notify_failure"
+        if any(c in GENERIC_MARKERS for c in self.calls):
+            return "generic"
+        return "none"
+
+
+def parse_trace(text: str) -> tuple[list[str], list[str]]:
+    """Function names and memory_failure_event lines from an instance's trace file."""
+    calls, events = [], []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.search(r":\s+(\w+)(?:\.\w+)?\s+<-", line)
+        if m:
+            calls.append(m[1])
+        elif "memory_failure_event:" in line:
+            events.append(line.split("memory_failure_event:", 1)[1].strip())
+    return calls, events
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError as e:
+        log.debug("%s <- %r: %s", path, value, e)
+        return False
+
+
+@contextlib.contextmanager
+def trace_injection() -> Iterator[Trace]:
+    """Trace the memory-failure entry points for the duration of the block."""
+    if not (TRACEFS / "instances").is_dir():
+        yield Trace(available=False)
+        return
+    inst = TRACEFS / "instances" / f"mfinject-{os.getpid()}"
+    try:
+        inst.mkdir()
+    except OSError as e:
+        log.warning("no tracefs instance (%s): the path taken is not observed", e)
+        yield Trace(available=False)
+        return
+    trace = Trace(available=True)
+    try:
+        for fn in FUNCTIONS:  # appended one by one: unknown names (inlined, renamed) fail alone
+            if _append(inst / "set_ftrace_filter", fn):
+                trace.functions.append(fn)
+        if not trace.functions or not _write(inst / "current_tracer", "function"):
+            trace.available = False
+        _write(inst / "events" / "ras" / "memory_failure_event" / "enable", "1")
+        _write(inst / "tracing_on", "1")
+        yield trace
+        _write(inst / "tracing_on", "0")
+        trace.calls, trace.events = parse_trace((inst / "trace").read_text())
+    finally:
+        _write(inst / "current_tracer", "nop")
+        _write(inst / "events" / "enable", "0")
+        with contextlib.suppress(OSError):
+            inst.rmdir()
+
+
+def _append(path: Path, fn: str) -> bool:
+    try:
+        with path.open("a") as f:
+            f.write(fn + "\n")
+        return True
+    except OSError:
+        return False
