@@ -73,6 +73,8 @@ PATH = (
     Expect("kernel", "path", "notify_failure", src.COMMIT_XFS_NOTIFY_FAILURE,
            paths=frozenset({"notify_failure"})),
     Expect("kernel", "path", "generic", src.COMMIT_DEV_PAGEMAP, paths=frozenset({"generic"})),
+    # one 4 KiB page poisoned, once
+    Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWARE_CORRUPTED),
 )
 
 _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {

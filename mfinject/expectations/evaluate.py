@@ -57,6 +57,8 @@ def observed_value(obs: Observation, participant: str, field: str) -> str:
     if participant == "kernel":
         if field == "path":
             return obs.path_observed
+        if field == "hardware_corrupted_kb":
+            return f"+{obs.hardware_corrupted_delta_kb}"
         raise KeyError(field)
     return observed_field(obs.participant(participant), field)
 

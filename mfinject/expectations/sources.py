@@ -76,3 +76,7 @@ COMMIT_XFS_NOTIFY_FAILURE = Source(
     "xfs: implement ->notify_failure() for XFS",
     "v6.0",
 )
+PROC_HARDWARE_CORRUPTED = Source(
+    "Documentation/filesystems/proc.rst (meminfo)",
+    "HardwareCorrupted: The amount of RAM/memory in KB, the kernel identifies as corrupted.",
+)

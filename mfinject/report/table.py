@@ -36,7 +36,8 @@ def observed_cell(r: ScenarioResult) -> str:
     if r.observation is None:
         return r.message.splitlines()[0] if r.message else "-"
     lines = [_observed_participant(p) for p in r.observation["participants"]]
-    lines.append(f"path: {r.observation.get('path_observed', 'not traced')}")
+    lines.append(f"path: {r.observation.get('path_observed', 'not traced')}, HardwareCorrupted "
+                 f"+{r.observation.get('hardware_corrupted_delta_kb')} kB")
     return "\n".join(lines)
 
 
@@ -56,6 +57,8 @@ def expected_cell(r: ScenarioResult) -> str:
             val = f"then access: {val}"
         elif c["field"] == "path":
             val = f"path: {val}"
+        elif c["field"] == "hardware_corrupted_kb":
+            val = f"HardwareCorrupted {val} kB"
         per.setdefault(c["participant"], []).append(val)
     return "\n".join(f"{who}: {' '.join(vals)}" for who, vals in per.items()) or "-"
 
