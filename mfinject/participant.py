@@ -54,6 +54,11 @@ class _Child:
         self.maps[addr] = (fd, length)
         return addr
 
+    def op_munmap(self, addr: int) -> None:
+        fd, length = self.maps.pop(addr)
+        syscalls.munmap(addr, length)
+        os.close(fd)
+
     def op_touch(self, addr: int) -> int:
         return syscalls.peek_byte(addr)
 

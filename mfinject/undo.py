@@ -47,6 +47,12 @@ class UndoStack:
         self.push(f"rmmod {module}",
                   lambda: subprocess.run(["modprobe", "-r", module], check=False))
 
+    def __enter__(self) -> UndoStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
     def flush(self) -> None:
         errors = []
         while self._stack:

@@ -14,7 +14,7 @@ from mfinject.expectations.model import (
     Expect,
     KnownDeviation,
 )
-from mfinject.scenarios import access, first
+from mfinject.scenarios import access, first, locking, policy
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
 
@@ -73,9 +73,9 @@ PATH = (
     Expect("kernel", "path", "notify_failure", src.COMMIT_XFS_NOTIFY_FAILURE,
            paths=frozenset({"notify_failure"})),
     Expect("kernel", "path", "generic", src.COMMIT_DEV_PAGEMAP, paths=frozenset({"generic"})),
-    # one 4 KiB page poisoned, once
-    Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWARE_CORRUPTED),
 )
+# one 4 KiB page of a mapped file poisoned, once
+HW_CORRUPTED = (Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWARE_CORRUPTED),)
 
 _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     first.MADVISE_SELF.name: victim_ar("A"),
@@ -85,8 +85,30 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     access.MADVISE_LATE_ACCESS.name: victim_ar("A") + bystander_late("B") + late_access("B"),
     access.CORRUPT_PFN_LATE_ONLY.name: outside_injector("I") + bystander_late("B")
     + late_access("B"),
+    # vm.rst: with the sysctl at 1, a default-policy mapper is an early-kill one
+    policy.SYSCTL_EARLY.name: outside_injector("I") + (
+        Expect("B", "signal", "BUS_MCEERR_AO", src.SYSCTL_EARLY),
+        Expect("B", "si_addr", "own address", src.SIGACTION_ADDR),
+        Expect("B", "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
+        Expect("B", "mapping", "unmapped", src.SYSCTL_EARLY),
+    ),
+    # a page of a file that nobody maps: locked through its file, nobody to signal
+    locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (
+        Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
+    ),
+    # a page that belongs to no file: the generic path cannot lock it and
+    # refuses (-EBUSY); XFS's reverse map finds no owner and has nothing to do
+    locking.CORRUPT_PFN_TRUNCATED.name: (
+        Expect("I", "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
+               paths=frozenset({"generic"})),
+        Expect("I", "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
+               paths=frozenset({"notify_failure"})),
+        Expect("I", "signal", "none", src.SIGACTION_AO),
+        Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
+    ),
 }
-EXPECTATIONS = {name: PATH + exps for name, exps in _EXPECTATIONS.items()}
+EXPECTATIONS = {name: PATH + (() if name in {s.name for s in locking.SCENARIOS} else HW_CORRUPTED)
+                + exps for name, exps in _EXPECTATIONS.items()}
 
 # Cases where the kernel does not do what the sources above say, each found by
 # a run, understood and explained. They are reported as deviations (never as

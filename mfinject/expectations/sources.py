@@ -80,3 +80,13 @@ PROC_HARDWARE_CORRUPTED = Source(
     "Documentation/filesystems/proc.rst (meminfo)",
     "HardwareCorrupted: The amount of RAM/memory in KB, the kernel identifies as corrupted.",
 )
+SYSCTL_EARLY = Source(
+    "Documentation/admin-guide/sysctl/vm.rst (memory_failure_early_kill)",
+    "1: Kill all processes that have the corrupted and not reloadable page mapped as soon as "
+    "the corruption is detected.",
+)
+DAX_LOCK_PAGE = Source(
+    "mm/memory-failure.c mf_generic_kill_procs()",
+    "cookie = dax_lock_page(page); if (!cookie) return -EBUSY; (a page that belongs to no "
+    "file cannot be locked, and the injection is refused)",
+)

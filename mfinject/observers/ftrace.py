@@ -35,7 +35,10 @@ FUNCTIONS = (
     "dax_lock_page",
     "dax_lock_folio",
 )
-NOTIFY_MARKERS = ("mf_dax_kill_procs",)
+# The filesystem's handler ran and the generic fallback did not: XFS without
+# rmapbt also enters xfs_dax_notify_failure(), returns -EOPNOTSUPP, and then
+# the generic path runs.
+NOTIFY_MARKERS = ("mf_dax_kill_procs", "xfs_dax_notify_failure")
 GENERIC_MARKERS = ("mf_generic_kill_procs", "dax_lock_page", "dax_lock_folio")
 
 
@@ -50,10 +53,10 @@ class Trace:
     def path(self) -> str:
         if not self.available:
             return "not traced"
-        if any(c in NOTIFY_MARKERS for c in self.calls):
-            return "notify_failure"
         if any(c in GENERIC_MARKERS for c in self.calls):
             return "generic"
+        if any(c in NOTIFY_MARKERS for c in self.calls):
+            return "notify_failure"
         return "none"
 
 
@@ -80,36 +83,74 @@ def _write(path: Path, value: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def trace_injection() -> Iterator[Trace]:
-    """Trace the memory-failure entry points for the duration of the block."""
-    if not (TRACEFS / "instances").is_dir():
-        yield Trace(available=False)
-        return
-    inst = TRACEFS / "instances" / f"mfinject-{os.getpid()}"
-    try:
-        inst.mkdir()
-    except OSError as e:
-        log.warning("no tracefs instance (%s): the path taken is not observed", e)
-        yield Trace(available=False)
-        return
-    trace = Trace(available=True)
-    try:
+class FunctionTrace:
+    """A tracefs instance tracing the entry points; set up once, read per injection.
+
+    Switching the function tracer on patches kernel text, which takes seconds
+    under TCG, so a session turns it on once and each injection only clears
+    and reads the buffer.
+    """
+
+    def __init__(self) -> None:
+        self.inst = TRACEFS / "instances" / f"mfinject-{os.getpid()}"
+        self.functions: list[str] = []
+        self.available = False
+
+    def start(self) -> FunctionTrace:
+        if not (TRACEFS / "instances").is_dir():
+            log.warning("no tracefs at %s: the path taken is not observed", TRACEFS)
+            return self
+        try:
+            self.inst.mkdir()
+        except OSError as e:
+            log.warning("no tracefs instance (%s): the path taken is not observed", e)
+            return self
         for fn in FUNCTIONS:  # appended one by one: unknown names (inlined, renamed) fail alone
-            if _append(inst / "set_ftrace_filter", fn):
-                trace.functions.append(fn)
-        if not trace.functions or not _write(inst / "current_tracer", "function"):
-            trace.available = False
-        _write(inst / "events" / "ras" / "memory_failure_event" / "enable", "1")
-        _write(inst / "tracing_on", "1")
+            if _append(self.inst / "set_ftrace_filter", fn):
+                self.functions.append(fn)
+        self.available = bool(self.functions) and _write(self.inst / "current_tracer", "function")
+        _write(self.inst / "events" / "ras" / "memory_failure_event" / "enable", "1")
+        _write(self.inst / "tracing_on", "1")
+        return self
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[Trace]:
+        trace = Trace(available=self.available, functions=list(self.functions))
+        if not self.inst.is_dir():
+            yield trace
+            return
+        _write(self.inst / "trace", "")  # opening with O_TRUNC clears the buffer
         yield trace
-        _write(inst / "tracing_on", "0")
-        trace.calls, trace.events = parse_trace((inst / "trace").read_text())
-    finally:
-        _write(inst / "current_tracer", "nop")
-        _write(inst / "events" / "enable", "0")
+        trace.calls, trace.events = parse_trace((self.inst / "trace").read_text())
+
+    def stop(self) -> None:
+        if not self.inst.is_dir():
+            return
+        _write(self.inst / "tracing_on", "0")
+        _write(self.inst / "current_tracer", "nop")
+        _write(self.inst / "events" / "enable", "0")
         with contextlib.suppress(OSError):
-            inst.rmdir()
+            self.inst.rmdir()
+
+
+@contextlib.contextmanager
+def function_trace() -> Iterator[FunctionTrace]:
+    ft = FunctionTrace().start()
+    try:
+        yield ft
+    finally:
+        ft.stop()
+
+
+@contextlib.contextmanager
+def trace_injection(session: FunctionTrace | None = None) -> Iterator[Trace]:
+    """Trace one injection, with the session's instance or a temporary one."""
+    if session is not None:
+        with session.capture() as trace:
+            yield trace
+        return
+    with function_trace() as ft, ft.capture() as trace:
+        yield trace
 
 
 def _append(path: Path, fn: str) -> bool:

@@ -21,9 +21,14 @@ class Role:
     maps: bool
     policy: str = DEFAULT
     injects: bool = False
+    # maps and touches the page (so the suite learns its PFN), then unmaps it
+    # before the injection: nobody maps the page when the poison arrives
+    unmaps_before: bool = False
 
     def describe(self) -> str:
         parts = ["maps the page" if self.maps else "maps nothing", f"{self.policy} kill"]
+        if self.unmaps_before:
+            parts[0] = "mapped the page, unmapped it before the injection"
         if self.injects:
             parts.append("injects")
         return f"{self.name} ({', '.join(parts)})"
@@ -38,6 +43,11 @@ class Scenario:
     # after the injection has settled, every mapper still alive loads a byte
     # from its mapping again: SIGBUS (which code), or the data it reads
     probe_access: bool = False
+    # vm.memory_failure_early_kill during the scenario (the suite's default is 0)
+    early_kill_sysctl: int = 0
+    # truncate the file to 0 after the mappers unmapped: the page then belongs
+    # to no file, the zero-reference case dax_lock_page() must refuse
+    truncate_before: bool = False
 
     @property
     def injecting_role(self) -> Role:

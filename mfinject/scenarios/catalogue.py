@@ -1,6 +1,6 @@
 """Every scenario the suite runs, in report order."""
 
-from mfinject.scenarios import access, first
+from mfinject.scenarios import access, first, locking, policy
 
-SCENARIOS = first.SCENARIOS + access.SCENARIOS
+SCENARIOS = first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
 BY_NAME = {s.name: s for s in SCENARIOS}

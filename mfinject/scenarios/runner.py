@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from mfinject.observers.tracer import Tracer
 from mfinject.participant import Participant, cast
 from mfinject.scenarios import DEFAULT, Scenario
 from mfinject.syscalls import PAGE_SIZE
+from mfinject.undo import UndoStack
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +125,15 @@ def _probe_access(p: Participant, addr: int, t0: int) -> tuple[str, SigbusObs | 
     return ("old data" if reply.value == FILL else f"data {reply.value:#x}"), None
 
 
-def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Observation:
+def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
+        trace_session: ftrace.FunctionTrace | None = None) -> Observation:
     started = time.monotonic()
     path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL)
     injector = INJECTORS[scenario.injector](namespace)
     tracer = Tracer()
-    with cast(tracer) as people:
+    with UndoStack() as undo, cast(tracer) as people:
+        if scenario.early_kill_sysctl:
+            undo.sysctl("vm.memory_failure_early_kill", str(scenario.early_kill_sysctl))
         vaddrs: dict[str, int] = {}
         pfns: dict[str, int] = {}
         for role in scenario.roles:
@@ -153,22 +158,29 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace) -> Obser
         if len(set(pfns.values())) != 1:
             raise ScenarioError(f"mappers see different pfns: {pfns}")
         (pfn,) = set(pfns.values())
+        for role in scenario.roles:
+            if role.unmaps_before:
+                people[role.name].call("munmap", addr=vaddrs[role.name])
+                tracer.tracees[people[role.name].pid].watch.clear()
+        if scenario.truncate_before:
+            os.truncate(path, 0)
+            os.sync()
 
         inj_role = scenario.injecting_role
         hw_before = kernel.hardware_corrupted_kb()
         with kmsg.capture() as log_capture:
             t0 = time.monotonic_ns()
-            with ftrace.trace_injection() as trace:
+            with ftrace.trace_injection(trace_session) as trace:
                 injection = injector.inject(people[inj_role.name], vaddrs.get(inj_role.name),
                                             pfn)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records = log_capture.read()
             snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name))
-                        for role in scenario.roles if role.maps}
+                        for role in scenario.roles if role.maps and not role.unmaps_before}
             access = {}
             if scenario.probe_access:
                 for role in scenario.roles:
-                    if role.maps and people[role.name].alive:
+                    if role.maps and not role.unmaps_before and people[role.name].alive:
                         access[role.name] = _probe_access(people[role.name], vaddrs[role.name], t0)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records += log_capture.read()

@@ -10,8 +10,8 @@ pytestmark = pytest.mark.pmem
 
 
 @pytest.mark.parametrize("scenario", catalogue.SCENARIOS, ids=lambda s: s.name)
-def test_scenario(scenario, dax_fs, clean_namespace, hwpoison, mf_record):
-    obs = runner.run(scenario, dax_fs, clean_namespace)
+def test_scenario(scenario, dax_fs, clean_namespace, hwpoison, function_trace, mf_record):
+    obs = runner.run(scenario, dax_fs, clean_namespace, function_trace)
     verdict = mf_record(obs, judge(obs))
     if verdict.verdict == KNOWN_DEVIATION:
         pytest.xfail("\n".join(verdict.messages))

@@ -1,0 +1,27 @@
+"""The dax_lock_page() contract: poison on a page no process maps.
+
+An fsdax page's page->mapping may change while its refcount is zero, so
+memory-failure must pin the pgmap, read the mapping under RCU and recheck it
+under the xarray lock (dax_lock_page(), later dax_lock_folio()).
+
+8. corrupt-pfn-unmapped: M mapped and touched the page, then unmapped it;
+   the file still owns the block. Nobody maps it when I poisons it.
+9. corrupt-pfn-truncated: as 8, and the file was truncated to 0 before the
+   injection: the page belongs to no file (page->mapping is NULL).
+"""
+
+from mfinject.scenarios import Role, Scenario
+
+CORRUPT_PFN_UNMAPPED = Scenario(
+    "corrupt-pfn-unmapped", "corrupt-pfn on a page of a file that no process maps",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
+)
+CORRUPT_PFN_TRUNCATED = Scenario(
+    "corrupt-pfn-truncated", "corrupt-pfn on a page whose file was truncated away",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
+    truncate_before=True,
+)
+
+SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED)

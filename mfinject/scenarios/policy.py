@@ -1,0 +1,16 @@
+"""The system-wide kill policy: vm.memory_failure_early_kill=1.
+
+7. sysctl-early: corrupt-pfn by I while B maps the page with the default
+   policy, under vm.memory_failure_early_kill=1: B is an early-kill process.
+"""
+
+from mfinject.scenarios import DEFAULT, Role, Scenario
+
+SYSCTL_EARLY = Scenario(
+    "sysctl-early", "corrupt-pfn by I while B (default policy) maps it, early_kill sysctl = 1",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("B", maps=True, policy=DEFAULT)),
+    early_kill_sysctl=1,
+)
+
+SCENARIOS = (SYSCTL_EARLY,)
