@@ -113,12 +113,21 @@ class FunctionTrace:
         _write(self.inst / "tracing_on", "1")
         return self
 
+    def _add_missing(self) -> None:
+        """Functions of modules loaded since (xfs.ko, ext4.ko) join the filter now."""
+        for fn in FUNCTIONS:
+            if fn not in self.functions and _append(self.inst / "set_ftrace_filter", fn):
+                self.functions.append(fn)
+        if self.functions and not self.available:
+            self.available = _write(self.inst / "current_tracer", "function")
+
     @contextlib.contextmanager
     def capture(self) -> Iterator[Trace]:
-        trace = Trace(available=self.available, functions=list(self.functions))
         if not self.inst.is_dir():
-            yield trace
+            yield Trace(available=False)
             return
+        self._add_missing()
+        trace = Trace(available=self.available, functions=list(self.functions))
         _write(self.inst / "trace", "")  # opening with O_TRUNC clears the buffer
         yield trace
         trace.calls, trace.events = parse_trace((self.inst / "trace").read_text())
