@@ -95,6 +95,7 @@ class FunctionTrace:
         self.inst = TRACEFS / "instances" / f"mfinject-{os.getpid()}"
         self.functions: list[str] = []
         self.available = False
+        self._modules: frozenset[str] | None = None
 
     def start(self) -> FunctionTrace:
         if not (TRACEFS / "instances").is_dir():
@@ -105,16 +106,22 @@ class FunctionTrace:
         except OSError as e:
             log.warning("no tracefs instance (%s): the path taken is not observed", e)
             return self
-        for fn in FUNCTIONS:  # appended one by one: unknown names (inlined, renamed) fail alone
-            if _append(self.inst / "set_ftrace_filter", fn):
-                self.functions.append(fn)
-        self.available = bool(self.functions) and _write(self.inst / "current_tracer", "function")
+        self._add_missing()
         _write(self.inst / "events" / "ras" / "memory_failure_event" / "enable", "1")
         _write(self.inst / "tracing_on", "1")
         return self
 
     def _add_missing(self) -> None:
-        """Functions of modules loaded since (xfs.ko, ext4.ko) join the filter now."""
+        """Functions of modules loaded since (xfs.ko, ext4.ko) join the filter now.
+
+        Only when /proc/modules changed: every write to set_ftrace_filter
+        re-patches kernel text, which costs about a second under TCG.
+        """
+        modules = frozenset(line.split(" ", 1)[0]
+                            for line in Path("/proc/modules").read_text().splitlines())
+        if modules == self._modules:
+            return
+        self._modules = modules
         for fn in FUNCTIONS:
             if fn not in self.functions and _append(self.inst / "set_ftrace_filter", fn):
                 self.functions.append(fn)
