@@ -13,25 +13,32 @@ from mfinject.expectations.model import (
     KERNEL_DEVIATION,
     Expect,
     KnownDeviation,
+    Source,
 )
 from mfinject.scenarios import access, first, locking, policy
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
 
 
+def signalled(name: str, code: str, signal_source: Source,
+              unmap_source: Source = src.SYSCTL_LATE) -> tuple[Expect, ...]:
+    """``name`` gets SIGBUS ``code`` at its own address for one page, and is unmapped."""
+    return (
+        Expect(name, "signal", code, signal_source),
+        Expect(name, "si_addr", "own address", src.SIGACTION_ADDR),
+        Expect(name, "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
+        Expect(name, "mapping", "unmapped", unmap_source),
+    )
+
+
 def victim_ar(name: str) -> tuple[Expect, ...]:
     """The process that poisons a page it maps gets BUS_MCEERR_AR at its own address.
 
-    mf_generic_kill_procs() (commit 6100e34b2526) and mf_dax_kill_procs() both
-    add MF_ACTION_REQUIRED | MF_MUST_KILL, and kill_proc() sends
-    BUS_MCEERR_AR to the current task.
+    mf_generic_kill_procs() (commit 6100e34b2526) and mf_dax_kill_procs()
+    (commit c36e20249571) both add MF_ACTION_REQUIRED | MF_MUST_KILL, and
+    kill_proc() sends BUS_MCEERR_AR to the current task.
     """
-    return (
-        Expect(name, "signal", "BUS_MCEERR_AR", src.MADVISE_HWPOISON),
-        Expect(name, "si_addr", "own address", src.SIGACTION_ADDR),
-        Expect(name, "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
-        Expect(name, "mapping", "unmapped", src.SYSCTL_LATE),
-    )
+    return signalled(name, "BUS_MCEERR_AR", src.MADVISE_HWPOISON)
 
 
 def bystander_late(name: str) -> tuple[Expect, ...]:
@@ -44,12 +51,7 @@ def bystander_late(name: str) -> tuple[Expect, ...]:
 
 def bystander_early(name: str) -> tuple[Expect, ...]:
     """An early-kill mapper gets BUS_MCEERR_AO at its own address and is unmapped."""
-    return (
-        Expect(name, "signal", "BUS_MCEERR_AO", src.PRCTL_MCE_KILL),
-        Expect(name, "si_addr", "own address", src.SIGACTION_ADDR),
-        Expect(name, "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
-        Expect(name, "mapping", "unmapped", src.SYSCTL_LATE),
-    )
+    return signalled(name, "BUS_MCEERR_AO", src.PRCTL_MCE_KILL)
 
 
 def late_access(name: str) -> tuple[Expect, ...]:
@@ -86,12 +88,8 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     access.CORRUPT_PFN_LATE_ONLY.name: outside_injector("I") + bystander_late("B")
     + late_access("B"),
     # vm.rst: with the sysctl at 1, a default-policy mapper is an early-kill one
-    policy.SYSCTL_EARLY.name: outside_injector("I") + (
-        Expect("B", "signal", "BUS_MCEERR_AO", src.SYSCTL_EARLY),
-        Expect("B", "si_addr", "own address", src.SIGACTION_ADDR),
-        Expect("B", "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
-        Expect("B", "mapping", "unmapped", src.SYSCTL_EARLY),
-    ),
+    policy.SYSCTL_EARLY.name: outside_injector("I")
+    + signalled("B", "BUS_MCEERR_AO", src.SYSCTL_EARLY, src.SYSCTL_EARLY),
     # a page of a file that nobody maps: locked through its file, nobody to signal
     locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),

@@ -86,7 +86,9 @@ def _signature(p: dict[str, Any]) -> str:
         sig = "none"
     state = "" if p["mapped_after"] is None else (" mapped" if p["mapped_after"] else " unmapped")
     later = f", then {p['access']}" if p.get("access") else ""
-    return f"{p['name']}:{sig}{state}{later}"
+    inject = f" write: {p['injection']}" if p.get("injection") not in (None, "ok",
+                                                                        "caller killed") else ""
+    return f"{p['name']}:{sig}{state}{inject}{later}"
 
 
 def short_cell(r: ScenarioResult) -> str:
@@ -95,6 +97,8 @@ def short_cell(r: ScenarioResult) -> str:
     Not a pass: the first mismatch, as ``participant.field: observed (expected)``.
     """
     if r.observation is None:
+        if r.verdict == PASS:
+            return "pass"
         first = r.message.splitlines()[0] if r.message else ""
         return f"{r.verdict.upper()} {first[:60]}"
     sigs = "\n".join([*(_signature(p) for p in r.observation["participants"]),
@@ -114,14 +118,7 @@ def column_key(r: ScenarioResult) -> str:
     return f"{r.kernel}\n{r.fs}"
 
 
-def matrix(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
-    """One row per scenario, one column per kernel and filesystem; worst rows first."""
-    results = list(results)
-    columns = sorted({column_key(r) for r in results})
-    rows: dict[str, dict[str, ScenarioResult]] = {}
-    for r in results:
-        rows.setdefault(r.scenario, {})[column_key(r)] = r
-
+def _grid(rows: dict[str, dict[str, ScenarioResult]], columns: list[str], tablefmt: str) -> str:
     def worst(name: str) -> int:
         return min(_ORDER.get(r.verdict, 0) for r in rows[name].values())
 
@@ -132,6 +129,29 @@ def matrix(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
         headers = [h.replace("\n", " ") for h in headers]
     return tabulate(body, headers=headers, tablefmt=tablefmt,
                     maxcolwidths=[None, *[24] * len(columns)] if tablefmt == "grid" else None)
+
+
+def matrix(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
+    """One row per scenario, one column per kernel and filesystem; worst rows first.
+
+    Tests that are not per filesystem (guards, a crashed VM) follow in a
+    second table with one column per kernel.
+    """
+    results = list(results)
+    per_fs = [r for r in results if r.fs != "-"]
+    other = [r for r in results if r.fs == "-"]
+    parts = []
+    if per_fs:
+        rows: dict[str, dict[str, ScenarioResult]] = {}
+        for r in per_fs:
+            rows.setdefault(r.scenario, {})[column_key(r)] = r
+        parts.append(_grid(rows, sorted({column_key(r) for r in per_fs}), tablefmt))
+    if other:
+        rows = {}
+        for r in other:
+            rows.setdefault(r.scenario, {})[r.kernel] = r
+        parts.append(_grid(rows, sorted({r.kernel for r in other}), tablefmt))
+    return "\n\n".join(parts)
 
 
 def failures(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
