@@ -49,10 +49,14 @@ class FsKind:
 FS_KINDS: dict[str, FsKind] = {
     k.name: k
     for k in (
-        FsKind("xfs", "xfs", ("mkfs.xfs", "-f", "-q", "-m", "reflink=0,rmapbt=0"), GENERIC, "xfsprogs"),
-        FsKind("xfs-rmapbt", "xfs", ("mkfs.xfs", "-f", "-q", "-m", "reflink=1,rmapbt=1"),
-               NOTIFY_FAILURE, "xfsprogs"),
-        FsKind("ext4", "ext4", ("mkfs.ext4", "-F", "-q", "-b", "4096"), GENERIC, "e2fsprogs"),
+        # a 2 MiB stripe unit makes large files start on 2 MiB boundaries, which
+        # a PMD mapping of an fsdax file needs
+        FsKind("xfs", "xfs", ("mkfs.xfs", "-f", "-q", "-m", "reflink=0,rmapbt=0",
+                              "-d", "su=2m,sw=1"), GENERIC, "xfsprogs"),
+        FsKind("xfs-rmapbt", "xfs", ("mkfs.xfs", "-f", "-q", "-m", "reflink=1,rmapbt=1",
+                                     "-d", "su=2m,sw=1"), NOTIFY_FAILURE, "xfsprogs"),
+        FsKind("ext4", "ext4", ("mkfs.ext4", "-F", "-q", "-b", "4096",
+                                "-E", "stride=512,stripe_width=512"), GENERIC, "e2fsprogs"),
     )
 }
 
@@ -101,11 +105,24 @@ def mounted(kind: FsKind, devpath: str, *, make: bool = True,
         os.rmdir(mountpoint)
 
 
-def create_file(mount: Mount, name: str, size: int, fill: int = 0x5A) -> str:
-    """A fully written file (no holes, no unwritten extents), synced."""
+PMD_ALIGN = 2 << 20
+
+
+def create_file(mount: Mount, name: str, size: int, fill: int = 0x5A,
+                align: bool = False) -> str:
+    """A fully written file (no holes, no unwritten extents), synced.
+
+    With ``align``, its blocks are allocated in one go on a 2 MiB boundary, as
+    a PMD mapping needs: XFS through a 2 MiB extent size hint (with the 2 MiB
+    stripe unit of mkfs), ext4 through fallocate() (with its stripe hint).
+    """
     path = mount.path(name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        if align:
+            if mount.kind.fstype == "xfs":
+                _run(["xfs_io", "-c", f"extsize {PMD_ALIGN}", path], "apt-get install xfsprogs")
+            os.posix_fallocate(fd, 0, size)
         chunk = bytes([fill]) * min(size, 1 << 20)
         done = 0
         while done < size:

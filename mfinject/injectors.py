@@ -68,7 +68,7 @@ class MadviseInjector:
             raise InjectError("madvise injection needs a participant that maps the page")
         check_pfn(self.namespace, pfn)
         log.info("%s: madvise(%#x, MADV_HWPOISON) for pfn %#x", by.name, vaddr, pfn)
-        reply = by.request("madvise_hwpoison", addr=vaddr, length=PAGE_SIZE)
+        reply = by.request("madvise_hwpoison", addr=vaddr, length=PAGE_SIZE)  # one page only
         return Injection(self.name, by.name, pfn, vaddr, reply)
 
 

@@ -15,9 +15,10 @@ from mfinject.expectations.model import (
     KnownDeviation,
     Source,
 )
-from mfinject.scenarios import access, first, locking, policy
+from mfinject.scenarios import access, first, locking, pmd, policy
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
+PMD_LSB = "21"  # log2(2 MiB): a PMD mapping
 
 
 def signalled(name: str, code: str, signal_source: Source,
@@ -52,6 +53,16 @@ def bystander_late(name: str) -> tuple[Expect, ...]:
 def bystander_early(name: str) -> tuple[Expect, ...]:
     """An early-kill mapper gets BUS_MCEERR_AO at its own address and is unmapped."""
     return signalled(name, "BUS_MCEERR_AO", src.PRCTL_MCE_KILL)
+
+
+def signalled_pmd(name: str, code: str, signal_source: Source) -> tuple[Expect, ...]:
+    """As :func:`signalled`, for a PMD mapping: lsb 21 and the whole 2 MiB torn down."""
+    return (
+        Expect(name, "signal", code, signal_source),
+        Expect(name, "si_addr", "own address", src.SIGACTION_ADDR),
+        Expect(name, "si_addr_lsb", PMD_LSB, src.MAPPING_SHIFT),
+        Expect(name, "range", "all unmapped", src.UNMAP_LARGEST),
+    )
 
 
 def late_access(name: str) -> tuple[Expect, ...]:
@@ -90,6 +101,9 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     # vm.rst: with the sysctl at 1, a default-policy mapper is an early-kill one
     policy.SYSCTL_EARLY.name: outside_injector("I")
     + signalled("B", "BUS_MCEERR_AO", src.SYSCTL_EARLY, src.SYSCTL_EARLY),
+    pmd.MADVISE_SELF_PMD.name: signalled_pmd("A", "BUS_MCEERR_AR", src.MADVISE_HWPOISON),
+    pmd.CORRUPT_PFN_PMD.name: outside_injector("I")
+    + signalled_pmd("C", "BUS_MCEERR_AO", src.PRCTL_MCE_KILL),
     # a page of a file that nobody maps: locked through its file, nobody to signal
     locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),

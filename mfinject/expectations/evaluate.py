@@ -36,6 +36,12 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         return p.injection or "none"
     if field == "access":
         return p.access or "not probed"
+    if field == "range":
+        if p.range_present is None:
+            return "unknown"
+        if p.range_present == 0:
+            return "all unmapped"
+        return f"{p.range_present} of {p.range_pages} pages mapped"
     raise KeyError(field)
 
 

@@ -90,3 +90,14 @@ DAX_LOCK_PAGE = Source(
     "cookie = dax_lock_page(page); if (!cookie) return -EBUSY; (a page that belongs to no "
     "file cannot be locked, and the injection is refused)",
 )
+MAPPING_SHIFT = Source(
+    "mm/memory-failure.c add_to_kill() (\"mm, memory_failure: Collect mapping size in "
+    "collect_procs()\", v4.19)",
+    "for a ZONE_DEVICE page the signal's si_addr_lsb is the shift of the mapping that is torn "
+    "down: 21 for a PMD",
+)
+UNMAP_LARGEST = Source(
+    "mm/memory-failure.c unmap_and_kill()",
+    "Unmap the largest mapping to avoid breaking up device-dax mappings which are constant "
+    "size. The actual size of the mapping being torn down is communicated in siginfo",
+)

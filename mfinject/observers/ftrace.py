@@ -8,7 +8,9 @@ memory-failure paths apart:
   (dax_lock_folio() from 6.6, commit 91e79d22be75 "mm: convert DAX lock/unlock
   page to lock/unlock folio", v6.6).
 
-The same instance records the ras:memory_failure_event tracepoint.
+The same instance records the ras:memory_failure_event tracepoint, and
+fs_dax:dax_pmd_fault_done, which says whether a fault mapped a PMD (NOPAGE)
+or fell back to PTEs (FALLBACK): smaps FilePmdMapped does not count DAX PMDs.
 Everything runs in ``instances/mfinject-PID`` and is removed afterwards, so the
 global tracer is left alone.
 """
@@ -48,6 +50,8 @@ class Trace:
     functions: list[str] = field(default_factory=list)  # those the filter accepted
     calls: list[str] = field(default_factory=list)  # in call order
     events: list[str] = field(default_factory=list)  # ras:memory_failure_event lines
+    # fs_dax:dax_pmd_fault_done: (address, result); NOPAGE means a PMD was mapped
+    pmd_faults: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def path(self) -> str:
@@ -72,6 +76,15 @@ def parse_trace(text: str) -> tuple[list[str], list[str]]:
         elif "memory_failure_event:" in line:
             events.append(line.split("memory_failure_event:", 1)[1].strip())
     return calls, events
+
+
+def parse_pmd_faults(text: str) -> list[tuple[int, str]]:
+    out = []
+    for line in text.splitlines():
+        m = re.search(r"dax_pmd_fault_done: .* address (0x[0-9a-f]+) .* (\w+)\s*$", line)
+        if m:
+            out.append((int(m[1], 16), m[2]))
+    return out
 
 
 def _write(path: Path, value: str) -> bool:
@@ -108,6 +121,7 @@ class FunctionTrace:
             return self
         self._add_missing()
         _write(self.inst / "events" / "ras" / "memory_failure_event" / "enable", "1")
+        _write(self.inst / "events" / "fs_dax" / "dax_pmd_fault_done" / "enable", "1")
         _write(self.inst / "tracing_on", "1")
         return self
 
@@ -137,7 +151,9 @@ class FunctionTrace:
         trace = Trace(available=self.available, functions=list(self.functions))
         _write(self.inst / "trace", "")  # opening with O_TRUNC clears the buffer
         yield trace
-        trace.calls, trace.events = parse_trace((self.inst / "trace").read_text())
+        text = (self.inst / "trace").read_text()
+        trace.calls, trace.events = parse_trace(text)
+        trace.pmd_faults = parse_pmd_faults(text)
 
     def stop(self) -> None:
         if not self.inst.is_dir():

@@ -61,3 +61,15 @@ def read_entry(pid: int, vaddr: int) -> PagemapEntry:
     if len(data) != 8:
         raise OSError(f"short read from /proc/{pid}/pagemap at {vaddr:#x}")
     return parse_entry(data)
+
+
+def read_range(pid: int, vaddr: int, length: int) -> list[PagemapEntry]:
+    """Entries for every page of [vaddr, vaddr + length)."""
+    n = length // PAGE_SIZE
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    try:
+        data = os.pread(fd, 8 * n, (vaddr // PAGE_SIZE) * 8)
+    finally:
+        os.close(fd)
+    return [parse_entry(data[i:i + 8]) for i in range(0, len(data) - 7, 8)]
+

@@ -53,6 +53,8 @@ class SignalEvent:
     at_ns: int
     # pagemap entries of the watched addresses at signal-delivery-stop
     pagemap: tuple[tuple[int, int], ...] = ()
+    # for each watched range: (start, pages still present)
+    present: tuple[tuple[int, int], ...] = ()
 
     @property
     def code_name(self) -> str:
@@ -71,7 +73,7 @@ class SignalEvent:
 @dataclass
 class TraceeLog:
     pid: int
-    watch: list[int] = field(default_factory=list)
+    watch: list[tuple[int, int]] = field(default_factory=list)  # (address, length)
     signals: list[SignalEvent] = field(default_factory=list)
     exit_status: int | None = None  # os.waitstatus_to_exitcode() form
 
@@ -93,8 +95,8 @@ class Tracer:
         log.debug("seized %d", pid)
         return entry
 
-    def watch(self, pid: int, addr: int) -> None:
-        self.tracees[pid].watch.append(addr)
+    def watch(self, pid: int, addr: int, length: int) -> None:
+        self.tracees[pid].watch.append((addr, length))
 
     def pump(self) -> bool:
         """Handle every pending stop and exit; return True if anything happened."""
@@ -125,12 +127,14 @@ class Tracer:
             ptrace(PTRACE_CONT, entry.pid, 0, 0)
             return
         info = ptrace_getsiginfo(entry.pid)
-        snap = []
-        for addr in entry.watch:
+        snap, present = [], []
+        for addr, length in entry.watch:
             try:
-                snap.append((addr, pagemap.read_entry(entry.pid, addr).raw))
+                entries = pagemap.read_range(entry.pid, addr, length)
             except OSError:
-                pass
+                continue
+            snap.append((addr, entries[0].raw))
+            present.append((addr, sum(e.present for e in entries)))
         ev = SignalEvent(
             pid=entry.pid,
             signo=info.si_signo,
@@ -139,6 +143,7 @@ class Tracer:
             addr_lsb=info.si_addr_lsb,
             at_ns=time.monotonic_ns(),
             pagemap=tuple(snap),
+            present=tuple(present),
         )
         entry.signals.append(ev)
         log.info("pid %d got %s %s addr=%#x lsb=%d", entry.pid, ev.signal_name,

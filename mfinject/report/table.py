@@ -57,6 +57,8 @@ def expected_cell(r: ScenarioResult) -> str:
             val = f"then access: {val}"
         elif c["field"] == "path":
             val = f"path: {val}"
+        elif c["field"] == "range":
+            val = f"range {val}"
         elif c["field"] == "hardware_corrupted_kb":
             val = f"HardwareCorrupted {val} kB"
         per.setdefault(c["participant"], []).append(val)
@@ -85,6 +87,8 @@ def _signature(p: dict[str, Any]) -> str:
     else:
         sig = "none"
     state = "" if p["mapped_after"] is None else (" mapped" if p["mapped_after"] else " unmapped")
+    if p.get("range_pages") and p["range_pages"] > 1 and p.get("range_present") is not None:
+        state += f" ({p['range_present']}/{p['range_pages']} pages left)"
     later = f", then {p['access']}" if p.get("access") else ""
     inject = f" write: {p['injection']}" if p.get("injection") not in (None, "ok",
                                                                         "caller killed") else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PMD_SIZE = 2 << 20
 DEFAULT = "default"  # follows vm.memory_failure_early_kill, which the suite sets to 0
 EARLY = "early"      # prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY)
 LATE = "late"        # prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_LATE)
@@ -43,6 +44,9 @@ class Scenario:
     # after the injection has settled, every mapper still alive loads a byte
     # from its mapping again: SIGBUS (which code), or the data it reads
     probe_access: bool = False
+    # how much of the file each mapper maps; PMD_SIZE asks for a PMD mapping
+    # (2 MiB-aligned extent and address), checked through smaps FilePmdMapped
+    map_size: int = 4096
     # vm.memory_failure_early_kill during the scenario (the suite's default is 0)
     early_kill_sysctl: int = 0
     # truncate the file to 0 after the mappers unmapped: the page then belongs

@@ -14,7 +14,7 @@ from mfinject.injectors import INJECTORS
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
 from mfinject.participant import Participant, cast
-from mfinject.scenarios import DEFAULT, Scenario
+from mfinject.scenarios import DEFAULT, PMD_SIZE, Scenario
 from mfinject.syscalls import PAGE_SIZE
 from mfinject.undo import UndoStack
 
@@ -53,6 +53,9 @@ class ParticipantObs:
     mapped_after: bool | None
     pfn_after: int | None
     injection: str | None  # the injector's own call: "ok", an error, "caller killed"
+    # pages of the mapped range still present after the injection, of how many
+    range_present: int | None = None
+    range_pages: int | None = None
     # a later load from the mapping: "SIGBUS <code>", "old data", "data 0x..", or None
     access: str | None = None
     access_sigbus: SigbusObs | None = None
@@ -95,18 +98,21 @@ def _exit_text(status: int | None) -> str:
     return f"exited {status}"
 
 
-def _mapping_state(p: Participant, addr: int | None) -> tuple[bool | None, int | None]:
-    """Present bit and PFN now, or when a fatal signal stopped the process."""
+def _mapping_state(p: Participant, addr: int | None, length: int
+                   ) -> tuple[bool | None, int | None, int | None]:
+    """Present bit and PFN of the first page, and how many pages of the range are
+    present: now, or when a fatal signal stopped the process."""
     if addr is None:
-        return None, None
+        return None, None, None
     if p.alive:
-        entry = pagemap.read_entry(p.pid, addr)
-    else:
-        raws = [raw for ev in p.log.signals for a, raw in ev.pagemap if a == addr]
-        if not raws:
-            return None, None
-        entry = pagemap.PagemapEntry(raws[-1])
-    return entry.present, entry.pfn
+        entries = pagemap.read_range(p.pid, addr, length)
+        return entries[0].present, entries[0].pfn, sum(e.present for e in entries)
+    raws = [raw for ev in p.log.signals for a, raw in ev.pagemap if a == addr]
+    counts = [n for ev in p.log.signals for a, n in ev.present if a == addr]
+    if not raws:
+        return None, None, None
+    entry = pagemap.PagemapEntry(raws[-1])
+    return entry.present, entry.pfn, counts[-1] if counts else None
 
 
 def _probe_access(p: Participant, addr: int, t0: int) -> tuple[str, SigbusObs | None]:
@@ -128,7 +134,8 @@ def _probe_access(p: Participant, addr: int, t0: int) -> tuple[str, SigbusObs | 
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         trace_session: ftrace.FunctionTrace | None = None) -> Observation:
     started = time.monotonic()
-    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL)
+    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL,
+                          align=scenario.map_size >= PMD_SIZE)
     injector = INJECTORS[scenario.injector](namespace)
     tracer = Tracer()
     with UndoStack() as undo, cast(tracer) as people:
@@ -142,8 +149,16 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             if role.policy != DEFAULT:
                 p.call("mce_kill", policy=role.policy)
             if role.maps:
-                addr = p.call("mmap", path=path, offset=0, length=PAGE_SIZE)
-                p.call("touch", addr=addr)
+                addr = p.call("mmap", path=path, offset=0, length=scenario.map_size)
+                with ftrace.trace_injection(trace_session) as fault_trace:
+                    p.call("touch", addr=addr)
+                if scenario.map_size >= PMD_SIZE:
+                    got = [res for a, res in fault_trace.pmd_faults if a == addr]
+                    if "NOPAGE" not in got:
+                        raise ScenarioError(
+                            f"{role.name}: no PMD mapping at {addr:#x} (fs_dax:dax_pmd_fault_done:"
+                            f" {got or 'no event'}): the file's extent is not 2 MiB-aligned "
+                            f"on {mount.kind.name}")
                 entry = pagemap.read_entry(p.pid, addr)
                 if entry.pfn is None:
                     raise ScenarioError(f"{role.name}: page at {addr:#x} not present after a touch")
@@ -152,7 +167,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                         f"{role.name}: {path} maps pfn {entry.pfn:#x}, outside {namespace.name} "
                         f"{namespace.describe_range()}: the mapping is not DAX"
                     )
-                tracer.watch(p.pid, addr)
+                tracer.watch(p.pid, addr, scenario.map_size)
                 vaddrs[role.name] = addr
                 pfns[role.name] = entry.pfn
         if len(set(pfns.values())) != 1:
@@ -175,7 +190,8 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                                             pfn)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records = log_capture.read()
-            snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name))
+            snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name),
+                                                  scenario.map_size)
                         for role in scenario.roles if role.maps and not role.unmaps_before}
             access = {}
             if scenario.probe_access:
@@ -196,7 +212,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 for ev in p.log.signals[:n_inject] if ev.signo == signal.SIGBUS
             )
             others = tuple(ev.signal_name for ev in p.log.signals if ev.signo != signal.SIGBUS)
-            mapped_after, pfn_after = snapshot.get(role.name, (None, None))
+            mapped_after, pfn_after, range_present = snapshot.get(role.name, (None, None, None))
             observed.append(ParticipantObs(
                 name=role.name,
                 role=role.describe(),
@@ -211,6 +227,8 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 mapped_after=mapped_after,
                 pfn_after=pfn_after,
                 injection=injection.outcome() if role.injects else None,
+                range_present=range_present,
+                range_pages=scenario.map_size // PAGE_SIZE if role.maps else None,
                 access=probe[0] if probe else None,
                 access_sigbus=probe[1] if probe else None,
             ))

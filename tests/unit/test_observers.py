@@ -62,3 +62,12 @@ def test_ftrace_parse_and_path():
     assert Trace(True, calls=["memory_failure_dev_pagemap", "dax_holder_notify_failure",
                               "dax_lock_folio"]).path == "generic"
     assert Trace(False).path == "not traced"
+
+
+
+def test_ftrace_pmd_fault_results():
+    from mfinject.observers.ftrace import parse_pmd_faults
+    text = """         python-275 [001] ..... 31.12: dax_pmd_fault_done: dev 259:0 ino 0x1003 shared ALLOW_RETRY|KILLABLE|USER|INTERRUPTIBLE address 0x7fe97a400000 vm_start 0x7fe97a400000 vm_end 0x7fe97a600000 pgoff 0x0 max_pgoff 0x200 FALLBACK
+         python-276 [001] ..... 31.13: dax_pmd_fault_done: dev 259:0 ino 0x1004 shared WRITE|USER address 0x7f929b800000 vm_start 0x7f929b800000 vm_end 0x7f929ba00000 pgoff 0x0 max_pgoff 0x200 NOPAGE
+"""
+    assert parse_pmd_faults(text) == [(0x7FE97A400000, "FALLBACK"), (0x7F929B800000, "NOPAGE")]

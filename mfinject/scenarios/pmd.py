@@ -1,0 +1,26 @@
+"""PMD mappings: a 2 MiB-aligned extent mapped by one page-table entry.
+
+10. madvise-self-pmd: A maps 2 MiB of the file with a PMD and poisons its
+    first 4 KiB page with madvise.
+11. corrupt-pfn-pmd: I, who maps nothing, poisons that page while C (early
+    kill) maps the 2 MiB with a PMD.
+
+The PMD is confirmed through smaps FilePmdMapped before the injection; a
+filesystem that cannot give one makes the scenario an error, never a pass.
+"""
+
+from mfinject.scenarios import EARLY, PMD_SIZE, Role, Scenario
+
+MADVISE_SELF_PMD = Scenario(
+    "madvise-self-pmd", "a process poisons one page of its PMD mapping with madvise", "madvise",
+    (Role("A", maps=True, injects=True),),
+    map_size=PMD_SIZE,
+)
+CORRUPT_PFN_PMD = Scenario(
+    "corrupt-pfn-pmd", "corrupt-pfn by I while C (early kill) maps the page with a PMD",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("C", maps=True, policy=EARLY)),
+    map_size=PMD_SIZE,
+)
+
+SCENARIOS = (MADVISE_SELF_PMD, CORRUPT_PFN_PMD)
