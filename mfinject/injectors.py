@@ -91,4 +91,32 @@ class CorruptPfnInjector:
         return Injection(self.name, by.name, pfn, vaddr, reply)
 
 
-INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector)}
+class BadblocksInjector:
+    """A pmem bad block recorded through /sys/block/pmemN/badblocks ("SECTOR LENGTH").
+
+    This is the record Documentation/filesystems/dax.rst describes ("The
+    libnvdimm subsystem stores a record of known media error locations for
+    each pmem block device (in gendisk->badblocks)"); memory_failure() is not
+    involved and the page flags are untouched.
+    """
+
+    name = "badblocks"
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+        self.sysfs = f"/sys/block/{namespace.blockdev}/badblocks"
+        data = f"/sys/block/{namespace.blockdev}/device/resource"
+        if not os.path.exists(data):
+            raise InjectError(f"{data} missing: cannot place a bad block on {namespace.name}")
+        with open(data) as f:
+            self.data_start = int(f.read().strip(), 0)  # physical address of sector 0
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        check_pfn(self.namespace, pfn)
+        sector = (pfn * PAGE_SIZE - self.data_start) // 512
+        log.info("%s: echo '%d %d' > %s", by.name, sector, PAGE_SIZE // 512, self.sysfs)
+        reply = by.request("write_file", path=self.sysfs, data=f"{sector} {PAGE_SIZE // 512}\n")
+        return Injection(self.name, by.name, pfn, vaddr, reply)
+
+
+INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector, BadblocksInjector)}

@@ -76,6 +76,13 @@ class _Child:
     def op_madvise_hwpoison(self, addr: int, length: int) -> None:
         syscalls.madvise(addr, length, syscalls.MADV_HWPOISON)
 
+    def op_pread(self, path: str, offset: int, length: int) -> list[int]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return sorted(set(os.pread(fd, length, offset)))
+        finally:
+            os.close(fd)
+
     def op_write_file(self, path: str, data: str) -> int:
         fd = os.open(path, os.O_WRONLY)
         try:

@@ -15,7 +15,7 @@ from mfinject.expectations.model import (
     KnownDeviation,
     Source,
 )
-from mfinject.scenarios import access, first, locking, pmd, policy
+from mfinject.scenarios import access, badblocks, first, locking, pmd, policy
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
 PMD_LSB = "21"  # log2(2 MiB): a PMD mapping
@@ -104,6 +104,11 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     pmd.MADVISE_SELF_PMD.name: signalled_pmd("A", "BUS_MCEERR_AR", src.MADVISE_HWPOISON),
     pmd.CORRUPT_PFN_PMD.name: outside_injector("I")
     + signalled_pmd("C", "BUS_MCEERR_AO", src.PRCTL_MCE_KILL),
+    # the record the fault path consults: a fresh fault gets SIGBUS
+    badblocks.BADBLOCKS.name: (
+        Expect("I", "injection", "ok", src.DAX_MEDIA_ERRORS),
+        Expect("N", "fault", "SIGBUS", src.DAX_MEDIA_ERRORS),
+    ),
     # a page of a file that nobody maps: locked through its file, nobody to signal
     locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
@@ -119,8 +124,14 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
 }
-EXPECTATIONS = {name: PATH + (() if name in {s.name for s in locking.SCENARIOS} else HW_CORRUPTED)
-                + exps for name, exps in _EXPECTATIONS.items()}
+# memory_failure() is not involved in the badblocks path: no path, no counter
+_NO_POISON_PAGE = {s.name for s in locking.SCENARIOS}
+_NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS}
+EXPECTATIONS = {
+    name: (() if name in _NO_MEMORY_FAILURE else PATH)
+    + (() if name in _NO_POISON_PAGE | _NO_MEMORY_FAILURE else HW_CORRUPTED) + exps
+    for name, exps in _EXPECTATIONS.items()
+}
 
 # Cases where the kernel does not do what the sources above say, each found by
 # a run, understood and explained. They are reported as deviations (never as

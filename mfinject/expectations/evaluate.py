@@ -36,6 +36,10 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         return p.injection or "none"
     if field == "access":
         return p.access or "not probed"
+    if field == "fault":
+        return "SIGBUS" if (p.access or "").startswith("SIGBUS") else (p.access or "not probed")
+    if field == "read":
+        return p.read or "not read"
     if field == "range":
         if p.range_present is None:
             return "unknown"

@@ -101,3 +101,9 @@ UNMAP_LARGEST = Source(
     "Unmap the largest mapping to avoid breaking up device-dax mappings which are constant "
     "size. The actual size of the mapping being torn down is communicated in siginfo",
 )
+DAX_MEDIA_ERRORS = Source(
+    "Documentation/filesystems/dax.rst (Handling Media Errors)",
+    "The libnvdimm subsystem stores a record of known media error locations for each pmem "
+    "block device (in gendisk->badblocks). If we fault at such location, or one with a latent "
+    "error not yet discovered, the application can expect to receive a SIGBUS.",
+)

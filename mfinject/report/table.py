@@ -29,6 +29,8 @@ def _observed_participant(p: dict[str, Any]) -> str:
         bits.append(f"inject={p['injection']}")
     if p.get("access"):
         bits.append(f"then access: {p['access']}")
+    if p.get("read"):
+        bits.append(f"pread: {p['read']}")
     return f"{p['name']}: " + " ".join(bits)
 
 
@@ -57,6 +59,8 @@ def expected_cell(r: ScenarioResult) -> str:
             val = f"then access: {val}"
         elif c["field"] == "path":
             val = f"path: {val}"
+        elif c["field"] == "fault":
+            val = f"fault: {val}"
         elif c["field"] == "range":
             val = f"range {val}"
         elif c["field"] == "hardware_corrupted_kb":
@@ -90,6 +94,8 @@ def _signature(p: dict[str, Any]) -> str:
     if p.get("range_pages") and p["range_pages"] > 1 and p.get("range_present") is not None:
         state += f" ({p['range_present']}/{p['range_pages']} pages left)"
     later = f", then {p['access']}" if p.get("access") else ""
+    if p.get("read"):
+        later += f", pread: {p['read']}"
     inject = f" write: {p['injection']}" if p.get("injection") not in (None, "ok",
                                                                         "caller killed") else ""
     return f"{p['name']}:{sig}{state}{inject}{later}"

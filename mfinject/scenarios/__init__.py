@@ -25,6 +25,10 @@ class Role:
     # maps and touches the page (so the suite learns its PFN), then unmaps it
     # before the injection: nobody maps the page when the poison arrives
     unmaps_before: bool = False
+    # maps and touches the page only after the injection (a fresh fault)
+    maps_after: bool = False
+    # after the injection, reads the poisoned page with pread()
+    reads_after: bool = False
 
     def describe(self) -> str:
         parts = ["maps the page" if self.maps else "maps nothing", f"{self.policy} kill"]

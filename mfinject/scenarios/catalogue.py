@@ -1,7 +1,7 @@
 """Every scenario the suite runs, in report order."""
 
-from mfinject.scenarios import access, first, locking, pmd, policy
+from mfinject.scenarios import access, badblocks, first, locking, pmd, policy
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
-             + pmd.SCENARIOS)
+             + pmd.SCENARIOS + badblocks.SCENARIOS)
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -59,6 +59,8 @@ class ParticipantObs:
     # a later load from the mapping: "SIGBUS <code>", "old data", "data 0x..", or None
     access: str | None = None
     access_sigbus: SigbusObs | None = None
+    # a pread() of the poisoned page after the injection: "old data", an error
+    read: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             people[role.name] = p
             if role.policy != DEFAULT:
                 p.call("mce_kill", policy=role.policy)
-            if role.maps:
+            if role.maps and not role.maps_after:
                 addr = p.call("mmap", path=path, offset=0, length=scenario.map_size)
                 with ftrace.trace_injection(trace_session) as fault_trace:
                     p.call("touch", addr=addr)
@@ -194,9 +196,24 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                                                   scenario.map_size)
                         for role in scenario.roles if role.maps and not role.unmaps_before}
             access = {}
+            reads = {}
+            for role in scenario.roles:
+                p = people[role.name]
+                if role.maps_after:
+                    addr = p.call("mmap", path=path, offset=0, length=scenario.map_size)
+                    vaddrs[role.name] = addr
+                    access[role.name] = _probe_access(p, addr, t0)
+                if role.reads_after:
+                    reply = p.request("pread", path=path, offset=0, length=PAGE_SIZE)
+                    reads[role.name] = ("died" if reply is None else
+                                        ("old data" if reply.value == [FILL] else
+                                         f"data {reply.value}") if reply.ok else
+                                        os.strerror(reply.errno) if reply.errno else
+                                        str(reply.error))
             if scenario.probe_access:
                 for role in scenario.roles:
-                    if role.maps and not role.unmaps_before and people[role.name].alive:
+                    if role.maps and not role.unmaps_before and not role.maps_after \
+                            and people[role.name].alive:
                         access[role.name] = _probe_access(people[role.name], vaddrs[role.name], t0)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records += log_capture.read()
@@ -213,6 +230,8 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             )
             others = tuple(ev.signal_name for ev in p.log.signals if ev.signo != signal.SIGBUS)
             mapped_after, pfn_after, range_present = snapshot.get(role.name, (None, None, None))
+            if role.maps_after:
+                sigbus = ()  # its only signal is the one its access got
             observed.append(ParticipantObs(
                 name=role.name,
                 role=role.describe(),
@@ -231,6 +250,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 range_pages=scenario.map_size // PAGE_SIZE if role.maps else None,
                 access=probe[0] if probe else None,
                 access_sigbus=probe[1] if probe else None,
+                read=reads.get(role.name),
             ))
     return Observation(
         scenario=scenario.name,
