@@ -8,7 +8,7 @@ from typing import Any
 from tabulate import tabulate
 
 from mfinject.expectations.model import PASS
-from mfinject.results import ScenarioResult
+from mfinject.results import ResultSet, ScenarioResult
 
 _ORDER = {"crashed": 0, "error": 1, "fail": 2, "known-deviation": 3, "pass": 4}
 
@@ -216,7 +216,7 @@ def failure_details(results: Iterable[ScenarioResult]) -> str:
     return "\n".join(out)
 
 
-def full(rs: "ResultSet") -> str:  # noqa: F821 - imported lazily to keep this module light
+def full(rs: ResultSet) -> str:
     """What a run prints: matrix, failure report, details, closing lines."""
     parts = [matrix(rs.results)]
     fail_table = failures(rs.results)
