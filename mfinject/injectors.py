@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 HWPOISON_DIR = "/sys/kernel/debug/hwpoison"
 CORRUPT_PFN = f"{HWPOISON_DIR}/corrupt-pfn"
+UNPOISON_PFN = f"{HWPOISON_DIR}/unpoison-pfn"
 
 
 class InjectError(MfinjectError):

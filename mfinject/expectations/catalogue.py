@@ -113,6 +113,10 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
+    locking.CORRUPT_PFN_UNPOISON.name: outside_injector("I") + (
+        Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
+        Expect("I", "unpoison", "ok", src.HWPOISON_UNPOISON),
+    ),
     # a page that belongs to no file: the generic path cannot lock it and
     # refuses (-EBUSY); XFS's reverse map finds no owner and has nothing to do
     locking.CORRUPT_PFN_TRUNCATED.name: (
@@ -144,6 +148,11 @@ _NO_UNMAP = ("no process qualified for a signal (no early-kill mapper, and the i
              "process maps nothing), so unmap_and_kill() unmapped nothing and the late-kill "
              "mapper keeps a live mapping of the poisoned page.")
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
+    KnownDeviation(locking.CORRUPT_PFN_UNPOISON.name, "I", "unpoison", "Input/output error",
+                   KERNEL_DEVIATION, "unpoison-pfn refuses a software-poisoned fsdax page "
+                   "(seen on 6.1, both paths): the page stays poisoned until its namespace is "
+                   "re-enabled. Where in unpoison_memory() it is refused is not yet traced.",
+                   src.UNPOISON_MEMORY),
     KnownDeviation(access.MADVISE_LATE_ACCESS.name, "B", "access", "old data", INJECTION_LIMIT,
                    _REFAULT, src.PMEM_BADBLOCKS),
     KnownDeviation(access.CORRUPT_PFN_LATE_ONLY.name, "B", "mapping", "mapped", KERNEL_DEVIATION,

@@ -36,6 +36,8 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         return p.injection or "none"
     if field == "access":
         return p.access or "not probed"
+    if field == "unpoison":
+        return p.unpoison or "not tried"
     if field == "fault":
         return "SIGBUS" if (p.access or "").startswith("SIGBUS") else (p.access or "not probed")
     if field == "read":

@@ -107,3 +107,13 @@ DAX_MEDIA_ERRORS = Source(
     "block device (in gendisk->badblocks). If we fault at such location, or one with a latent "
     "error not yet discovered, the application can expect to receive a SIGBUS.",
 )
+HWPOISON_UNPOISON = Source(
+    "Documentation/mm/hwpoison.rst",
+    "unpoison-pfn: Software-unpoison page at PFN echoed into this file. This way a page can be "
+    "reused again. This only works for Linux injected failures, not for real memory failures.",
+)
+UNPOISON_MEMORY = Source(
+    "mm/memory-failure.c unpoison_memory()",
+    "observed: the debugfs write fails with EIO for an fsdax PFN and nothing is logged; the "
+    "refusing check is not yet traced to a line",
+)

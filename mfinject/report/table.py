@@ -59,6 +59,8 @@ def expected_cell(r: ScenarioResult) -> str:
             val = f"then access: {val}"
         elif c["field"] == "path":
             val = f"path: {val}"
+        elif c["field"] == "unpoison":
+            val = f"unpoison: {val}"
         elif c["field"] == "fault":
             val = f"fault: {val}"
         elif c["field"] == "range":
@@ -96,6 +98,8 @@ def _signature(p: dict[str, Any]) -> str:
     later = f", then {p['access']}" if p.get("access") else ""
     if p.get("read"):
         later += f", pread: {p['read']}"
+    if p.get("unpoison"):
+        later += f", unpoison: {p['unpoison']}"
     inject = f" write: {p['injection']}" if p.get("injection") not in (None, "ok",
                                                                         "caller killed") else ""
     return f"{p['name']}:{sig}{state}{inject}{later}"

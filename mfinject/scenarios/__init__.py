@@ -56,6 +56,8 @@ class Scenario:
     # truncate the file to 0 after the mappers unmapped: the page then belongs
     # to no file, the zero-reference case dax_lock_page() must refuse
     truncate_before: bool = False
+    # after the injection, the injecting process writes the PFN to unpoison-pfn
+    unpoison_after: bool = False
 
     @property
     def injecting_role(self) -> Role:

@@ -8,6 +8,7 @@ under the xarray lock (dax_lock_page(), later dax_lock_folio()).
    the file still owns the block. Nobody maps it when I poisons it.
 9. corrupt-pfn-truncated: as 8, and the file was truncated to 0 before the
    injection: the page belongs to no file (page->mapping is NULL).
+10. corrupt-pfn-unpoison: as 8, then I writes the PFN to unpoison-pfn.
 """
 
 from mfinject.scenarios import Role, Scenario
@@ -24,4 +25,11 @@ CORRUPT_PFN_TRUNCATED = Scenario(
     truncate_before=True,
 )
 
-SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED)
+CORRUPT_PFN_UNPOISON = Scenario(
+    "corrupt-pfn-unpoison", "corrupt-pfn on a page nobody maps, then unpoison-pfn on it",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
+    unpoison_after=True,
+)
+
+SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED, CORRUPT_PFN_UNPOISON)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mfinject import fs, kernel, pmem
 from mfinject.errors import MfinjectError
-from mfinject.injectors import INJECTORS
+from mfinject.injectors import INJECTORS, UNPOISON_PFN
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
 from mfinject.participant import Participant, cast
@@ -61,6 +61,8 @@ class ParticipantObs:
     access_sigbus: SigbusObs | None = None
     # a pread() of the poisoned page after the injection: "old data", an error
     read: str | None = None
+    # the injecting process's write of the PFN to unpoison-pfn afterwards
+    unpoison: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,13 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                         for role in scenario.roles if role.maps and not role.unmaps_before}
             access = {}
             reads = {}
+            unpoison = None
+            if scenario.unpoison_after:
+                reply = people[inj_role.name].request("write_file", path=UNPOISON_PFN,
+                                                      data=f"{pfn:#x}\n")
+                unpoison = ("caller killed" if reply is None else "ok" if reply.ok else
+                            os.strerror(reply.errno) if reply.errno else str(reply.error))
+                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             for role in scenario.roles:
                 p = people[role.name]
                 if role.maps_after:
@@ -251,6 +260,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 access=probe[0] if probe else None,
                 access_sigbus=probe[1] if probe else None,
                 read=reads.get(role.name),
+                unpoison=unpoison if role.injects else None,
             ))
     return Observation(
         scenario=scenario.name,
