@@ -36,6 +36,7 @@ NVDIMM_SIZE = "1G"
 KVM_PROBE_TIMEOUT_S = 60.0
 DEFAULT_TIMEOUT_S = 1800.0
 VM_CPUS = 2
+MAX_BOOT_FAILURES = 2  # guests that die before any test reports, per kernel
 # guest RAM + the NVDIMM backing file in the page cache + QEMU itself
 VM_FOOTPRINT = (2 << 30) + (1 << 30) + (512 << 20)
 
@@ -273,6 +274,7 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
     skip: list[str] = []
     exit_code = None
     timed_out = False
+    boot_failures = 0
     for attempt in range(opts.max_boots):
         if time.monotonic() - t0 > opts.timeout_s:
             timed_out = True
@@ -285,8 +287,17 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
                                        if (results_dir / "progress.log").exists() else "")
         console = results_dir / outcome.console
         if running is None:
-            progress.say(f"guest ended without reporting; console tail:\n{console_tail(console)}")
-            break
+            # no test was running: the guest died booting or between tests. A
+            # kernel that crashes while booting under TCG does so now and then
+            # (7.3 was seen to); boot again, a bounded number of times.
+            first, tail = console_excerpt(console)
+            boot_failures += 1
+            progress.say(f"guest ended without reporting ({first or 'no panic line'}); "
+                         f"console:\n{tail}")
+            if boot_failures > MAX_BOOT_FAILURES:
+                break
+            progress.say("booting a fresh VM")
+            continue
         why = outcome.why
         progress.say(f"{why} during {running.nodeid}: recording it as crashed; "
                      "continuing in a fresh VM")
