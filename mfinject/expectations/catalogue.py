@@ -150,8 +150,9 @@ _NO_UNMAP = ("no process qualified for a signal (no early-kill mapper, and the i
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     KnownDeviation(locking.CORRUPT_PFN_UNPOISON.name, "I", "unpoison", "Input/output error",
                    KERNEL_DEVIATION, "unpoison-pfn refuses a software-poisoned fsdax page "
-                   "(seen on 6.1, both paths): the page stays poisoned until its namespace is "
-                   "re-enabled. Where in unpoison_memory() it is refused is not yet traced.",
+                   "(seen on 6.1, 6.12 and 7.3, both paths): the page stays poisoned until its "
+                   "namespace is re-enabled. Where in unpoison_memory() it is refused is not "
+                   "yet traced.",
                    src.UNPOISON_MEMORY),
     KnownDeviation(access.MADVISE_LATE_ACCESS.name, "B", "access", "old data", INJECTION_LIMIT,
                    _REFAULT, src.PMEM_BADBLOCKS),
