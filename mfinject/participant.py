@@ -145,7 +145,6 @@ class Participant:
         self._reply_r = reply_r
         self._buf = b""
         self.log: TraceeLog = tracer.seize(pid)
-        self.comm = f"python:{pid}"
 
     @property
     def alive(self) -> bool:

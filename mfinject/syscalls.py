@@ -143,10 +143,6 @@ def ptrace_getsiginfo(pid: int) -> Siginfo:
     return info
 
 
-class _StatxTimestamp(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32), ("_r", ctypes.c_int32)]
-
-
 class _Statx(ctypes.Structure):
     _fields_ = [
         ("stx_mask", ctypes.c_uint32),

@@ -2,11 +2,6 @@
 
 from mfinject.expectations.model import Source
 
-SIGACTION_AR = Source(
-    "sigaction(2)",
-    "BUS_MCEERR_AR (since Linux 2.6.32) Hardware memory error consumed on a machine check; "
-    "action required.",
-)
 SIGACTION_AO = Source(
     "sigaction(2)",
     "BUS_MCEERR_AO (since Linux 2.6.32) Hardware memory error detected in process but not "
@@ -50,11 +45,6 @@ COMMIT_DEV_PAGEMAP = Source(
     "commit 6100e34b2526",
     "mm, memory_failure: Teach memory_failure() about dev_pagemap pages",
     "v4.19",
-)
-COMMIT_MF_DAX_KILL_PROCS = Source(
-    "commit c36e20249571",
-    "mm: introduce mf_dax_kill_procs() for fsdax case",
-    "v6.0",
 )
 CODING_STYLE_WARN = Source(
     "Documentation/process/coding-style.rst",

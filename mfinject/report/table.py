@@ -43,31 +43,30 @@ def observed_cell(r: ScenarioResult) -> str:
     return "\n".join(lines)
 
 
+# How each checked field reads in the expected column; unlisted fields stand as they are.
+EXPECTED_FORMAT = {
+    "si_addr_lsb": "lsb={}",
+    "si_addr": "addr={}",
+    "injection": "inject={}",
+    "access": "then access: {}",
+    "path": "path: {}",
+    "unpoison": "unpoison: {}",
+    "fault": "fault: {}",
+    "range": "range {}",
+    "hardware_corrupted_kb": "HardwareCorrupted {} kB",
+}
+
+
 def expected_cell(r: ScenarioResult) -> str:
     per: dict[str, list[str]] = {}
     for c in r.checks:
         val = c["expected"]
-        if c["field"] == "si_addr_lsb":
-            val = f"lsb={val}"
-        elif c["field"] == "si_addr":
-            val = "addr=own" if val == "own address" else f"addr={val}"
+        if c["field"] == "si_addr" and val == "own address":
+            val = "own"
         elif c["field"] == "signal" and val == "none":
             val = "no SIGBUS"
-        elif c["field"] == "injection":
-            val = f"inject={val}"
-        elif c["field"] == "access":
-            val = f"then access: {val}"
-        elif c["field"] == "path":
-            val = f"path: {val}"
-        elif c["field"] == "unpoison":
-            val = f"unpoison: {val}"
-        elif c["field"] == "fault":
-            val = f"fault: {val}"
-        elif c["field"] == "range":
-            val = f"range {val}"
-        elif c["field"] == "hardware_corrupted_kb":
-            val = f"HardwareCorrupted {val} kB"
-        per.setdefault(c["participant"], []).append(val)
+        per.setdefault(c["participant"], []).append(
+            EXPECTED_FORMAT.get(c["field"], "{}").format(val))
     return "\n".join(f"{who}: {' '.join(vals)}" for who, vals in per.items()) or "-"
 
 

@@ -4,4 +4,3 @@ from mfinject.scenarios import access, badblocks, first, locking, pmd, policy
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
              + pmd.SCENARIOS + badblocks.SCENARIOS)
-BY_NAME = {s.name: s for s in SCENARIOS}

@@ -66,10 +66,6 @@ class GuestRun:
     timed_out: bool
     elapsed_s: float
 
-    @property
-    def results_json(self) -> Path:
-        return self.results_dir / "results.json"
-
 
 def vng_path() -> str:
     exe = shutil.which("vng", path=os.path.dirname(sys.executable) + os.pathsep
