@@ -41,6 +41,7 @@ class FsKind:
     mkfs: tuple[str, ...]
     path: str  # which memory-failure path the kernel should take
     package: str
+    reflink: bool = False  # FICLONE shares blocks between files
 
     def mkfs_command(self, devpath: str) -> list[str]:
         return [*self.mkfs, devpath]
@@ -54,7 +55,8 @@ FS_KINDS: dict[str, FsKind] = {
         FsKind("xfs", "xfs", ("mkfs.xfs", "-f", "-q", "-m", "reflink=0,rmapbt=0",
                               "-d", "su=2m,sw=1"), GENERIC, "xfsprogs"),
         FsKind("xfs-rmapbt", "xfs", ("mkfs.xfs", "-f", "-q", "-m", "reflink=1,rmapbt=1",
-                                     "-d", "su=2m,sw=1"), NOTIFY_FAILURE, "xfsprogs"),
+                                     "-d", "su=2m,sw=1"), NOTIFY_FAILURE, "xfsprogs",
+               reflink=True),
         FsKind("ext4", "ext4", ("mkfs.ext4", "-F", "-q", "-b", "4096",
                                 "-E", "stride=512,stripe_width=512"), GENERIC, "e2fsprogs"),
     )
@@ -148,3 +150,22 @@ def verify_dax(path: str) -> None:
             "page cache. Put the namespace in fsdax mode "
             "(ndctl create-namespace -f -e NAMESPACE -m fsdax) and mount with -o dax=always"
         )
+
+
+FICLONE = 0x40049409  # _IOW(0x94, 9, int), <uapi/linux/fs.h>
+
+
+def reflink_copy(src: str, dst: str) -> None:
+    """dst shares every block of src (ioctl FICLONE)."""
+    import fcntl
+
+    s = os.open(src, os.O_RDONLY)
+    try:
+        d = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fcntl.ioctl(d, FICLONE, s)
+            os.fsync(d)
+        finally:
+            os.close(d)
+    finally:
+        os.close(s)

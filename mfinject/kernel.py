@@ -93,3 +93,31 @@ def hardware_corrupted_kb() -> int:
         if line.startswith("HardwareCorrupted:"):
             return int(line.split()[1])
     return 0
+
+
+NODE_SYSFS = Path("/sys/devices/system/node")
+
+
+def memory_failure_stats() -> dict[str, int] | None:
+    """The per-node memory_failure counters summed over nodes, or None where the
+    kernel has none (they came with commit 44b8f8bf2438, Linux 6.4)."""
+    totals: dict[str, int] = {}
+    found = False
+    for node in sorted(NODE_SYSFS.glob("node[0-9]*")):
+        d = node / "memory_failure"
+        if not d.is_dir():
+            continue
+        found = True
+        for f in d.iterdir():
+            totals[f.name] = totals.get(f.name, 0) + int(f.read_text().strip())
+    return totals if found else None
+
+
+def stats_delta(before: dict[str, int] | None, after: dict[str, int] | None) -> str:
+    """"total +1, recovered +1": the counters that moved; "absent" without counters."""
+    if before is None or after is None:
+        return "absent"
+    moved = [f"{k} +{after[k] - before.get(k, 0)}" for k in
+             ("total", "recovered", "delayed", "failed", "ignored")
+             if k in after and after[k] != before.get(k, 0)]
+    return ", ".join(moved) or "unchanged"

@@ -11,13 +11,16 @@ participant as the kernel intends. Poison never touches the test process.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import json
 import logging
 import os
+import queue
 import resource
 import select
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,9 +47,58 @@ class Reply:
 
 # --- child side ---------------------------------------------------------------
 
+class _Worker(threading.Thread):
+    """One more thread of a participant: it runs the ops it is handed, one at a time."""
+
+    def __init__(self, child: "_Child") -> None:
+        super().__init__(daemon=True)
+        self.child = child
+        self.requests: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.tid = 0
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        self.tid = threading.get_native_id()
+        self.ready.set()
+        while True:
+            op, args = self.requests.get()
+            self.replies.put(self.child.dispatch(op, args))
+
+
 class _Child:
     def __init__(self) -> None:
         self.maps: dict[int, tuple[int, int]] = {}  # addr -> (fd, length)
+        self.workers: list[_Worker] = []
+        self.rings: list[int] = []  # io_uring fds, kept open for the participant's life
+
+    def op_threads(self, count: int) -> list[int]:
+        """Start ``count`` more threads; their kernel thread ids, in order (thread 1, 2, ...)."""
+        for _ in range(count):
+            w = _Worker(self)
+            w.start()
+            w.ready.wait()
+            self.workers.append(w)
+        return [w.tid for w in self.workers]
+
+    def dispatch(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if op == "on_thread":  # run an op on thread N and wait for it
+                worker = self.workers[args["thread"] - 1]
+                worker.requests.put((args["op"], args.get("args", {})))
+                return worker.replies.get()
+            if op == "start_on_thread":  # hand thread N an op; its reply waits for wait_thread
+                self.workers[args["thread"] - 1].requests.put((args["op"], args.get("args", {})))
+                return {"ok": True, "value": None}
+            if op == "wait_thread":
+                return self.workers[args["thread"] - 1].replies.get(timeout=args["timeout"])
+            return {"ok": True, "value": getattr(self, f"op_{op}")(**args)}
+        except OSError as e:
+            return {"ok": False, "errno": e.errno, "error": str(e)}
+        except queue.Empty:
+            return {"ok": False, "error": "thread did not answer in time"}
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
     def op_mmap(self, path: str, offset: int, length: int) -> int:
         fd = os.open(path, os.O_RDWR)
@@ -83,6 +135,107 @@ class _Child:
         finally:
             os.close(fd)
 
+    def op_after(self, seconds: float, op: str, args: dict[str, Any]) -> Any:
+        """Sleep, then run ``op``: the racing half of a race."""
+        time.sleep(seconds)
+        reply = self.dispatch(op, args)
+        if not reply["ok"]:
+            raise OSError(reply.get("errno") or 0, reply.get("error"))
+        return reply["value"]
+
+    def op_truncate(self, path: str, length: int) -> None:
+        os.truncate(path, length)
+
+    def op_punch_hole(self, path: str, offset: int, length: int) -> None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            syscalls.fallocate(fd, syscalls.FALLOC_FL_PUNCH_HOLE | syscalls.FALLOC_FL_KEEP_SIZE,
+                               offset, length)
+        finally:
+            os.close(fd)
+
+    def op_ficlone(self, src: str, dst: str) -> None:
+        from mfinject.fs import reflink_copy
+        reflink_copy(src, dst)
+
+    def op_map_touch(self, path: str, offset: int, length: int) -> int:
+        """Map the file, load one byte at ``offset``, unmap: a fault racing the poison."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            addr = syscalls.mmap(fd, length, 0)
+            try:
+                return syscalls.peek_byte(addr + offset)
+            finally:
+                syscalls.munmap(addr, length)
+        finally:
+            os.close(fd)
+
+    def op_mce_kill_get(self) -> int:
+        return syscalls.prctl(syscalls.PR_MCE_KILL_GET)
+
+    def op_sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def op_file_io(self, path: str, offset: int, fill: int) -> dict[str, str]:
+        """read(), pread(), an O_DIRECT read, a sub-page write, a whole-page write
+        and a pread() back, on one page of ``path``; each result as text."""
+        def data(buf: bytes) -> str:
+            values = set(buf)
+            if values == {fill}:
+                return "old data"
+            return f"data {sorted(values)[:4]}"
+
+        def attempt(fn: Any) -> str:
+            try:
+                return fn()
+            except OSError as e:
+                return os.strerror(e.errno) if e.errno else str(e)
+
+        out: dict[str, str] = {}
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            out["read"] = attempt(lambda: data(os.read(fd, syscalls.PAGE_SIZE)))
+            out["pread"] = attempt(lambda: data(os.pread(fd, syscalls.PAGE_SIZE, offset)))
+            out["odirect_read"] = attempt(lambda: self._odirect(path, offset, fill))
+            out["write_partial"] = attempt(
+                lambda: f"wrote {os.pwrite(fd, bytes([fill ^ 0xFF]) * 16, offset + 64)}")
+            out["write_page"] = attempt(
+                lambda: f"wrote {os.pwrite(fd, bytes([0x33]) * syscalls.PAGE_SIZE, offset)}")
+            out["pread_after_write"] = attempt(
+                lambda: data(os.pread(fd, syscalls.PAGE_SIZE, offset)))
+        finally:
+            os.close(fd)
+        return out
+
+    @staticmethod
+    def _odirect(path: str, offset: int, fill: int) -> str:
+        import mmap as _mmap
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = _mmap.mmap(-1, syscalls.PAGE_SIZE)
+            n = os.preadv(fd, [buf], offset)
+            return "old data" if n and set(buf[:n]) == {fill} else f"{n} bytes"
+        finally:
+            os.close(fd)
+
+    def op_odirect_into(self, device: str, addr: int, length: int) -> int:
+        """An O_DIRECT read from ``device`` into our mapping at ``addr``: the
+        block layer pins the destination pages until the read completes."""
+        fd = os.open(device, os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = (ctypes.c_char * length).from_address(addr)
+            return os.preadv(fd, [memoryview(buf).cast("B")], 0)
+        finally:
+            os.close(fd)
+
+    def op_io_uring_register(self, addr: int, length: int) -> int:
+        """Register [addr, addr+length) as an io_uring fixed buffer (a long-term pin)."""
+        ring = syscalls.io_uring_setup(4)
+        self.rings.append(ring)
+        syscalls.io_uring_register_buffers(ring, addr, length)
+        return ring
+
     def op_write_file(self, path: str, data: str) -> int:
         fd = os.open(path, os.O_WRONLY)
         try:
@@ -97,24 +250,26 @@ class _Child:
                 op = req.pop("op")
                 if op == "exit":
                     return
-                try:
-                    value = getattr(self, f"op_{op}")(**req)
-                    reply = {"ok": True, "value": value}
-                except OSError as e:
-                    reply = {"ok": False, "errno": e.errno, "error": str(e)}
-                except Exception as e:  # noqa: BLE001 - reported to the parent
-                    reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                reply = self.dispatch(op, req)
                 replies.write(json.dumps(reply) + "\n")
                 replies.flush()
 
 
-def _child_main(cmd_fd: int, reply_fd: int) -> None:
+def _child_main(cmd_fd: int, reply_fd: int, policy_before_fork: str | None) -> None:
     code = 0
     try:
         faulthandler.disable()
         signal.signal(signal.SIGBUS, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if policy_before_fork is not None:
+            # set the kill policy, then fork: the participant is the child,
+            # which only inherits the policy (PR_MCE_KILL(2const))
+            _Child().op_mce_kill(policy_before_fork)
+            pid = os.fork()
+            if pid:
+                os.write(reply_fd, (json.dumps({"forked": pid}) + "\n").encode())
+                os._exit(0)
         _Child().serve(cmd_fd, reply_fd)
     except BaseException:  # noqa: BLE001
         code = 1
@@ -127,24 +282,60 @@ def _child_main(cmd_fd: int, reply_fd: int) -> None:
 class Participant:
     """One traced child process with a name and a role in the scenario."""
 
-    def __init__(self, name: str, tracer: Tracer, timeout_s: float = 30.0) -> None:
+    def __init__(self, name: str, tracer: Tracer, timeout_s: float = 30.0,
+                 policy_before_fork: str | None = None) -> None:
+        """With ``policy_before_fork``, the forked process sets that kill policy and
+        forks again; the participant is that grandchild, which inherited it."""
         self.name = name
         self.tracer = tracer
         self.timeout_s = timeout_s
+        self.thread_ids: list[int] = []  # thread 1, 2, ... (see start_threads)
         cmd_r, cmd_w = os.pipe()
         reply_r, reply_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(cmd_w)
             os.close(reply_r)
-            _child_main(cmd_r, reply_w)
+            _child_main(cmd_r, reply_w, policy_before_fork)
         os.close(cmd_r)
         os.close(reply_w)
-        self.pid = pid
         self._cmd_w = cmd_w
         self._reply_r = reply_r
         self._buf = b""
+        if policy_before_fork is not None:
+            first = self._read_line(time.monotonic() + timeout_s)
+            os.waitpid(pid, 0)
+            if first is None or "forked" not in first:
+                raise ParticipantError(f"participant {name}: the fork after prctl failed")
+            pid = first["forked"]
+        self.pid = pid
         self.log: TraceeLog = tracer.seize(pid)
+
+    def _read_line(self, deadline: float) -> dict[str, Any] | None:
+        while b"\n" not in self._buf:
+            if time.monotonic() > deadline:
+                return None
+            ready, _, _ = select.select([self._reply_r], [], [], 0.05)
+            if ready:
+                chunk = os.read(self._reply_r, 65536)
+                if not chunk:
+                    return None
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def start_threads(self, count: int) -> list[int]:
+        """Start ``count`` more threads in the participant and trace each of them."""
+        tids = self.call("threads", count=count)
+        for tid in tids[len(self.thread_ids):]:
+            self.tracer.seize_thread(self.pid, tid)
+        self.thread_ids = tids
+        return tids
+
+    def thread_name(self, tid: int) -> str:
+        if tid in (0, self.pid):
+            return "main thread"
+        return f"thread {self.thread_ids.index(tid) + 1}" if tid in self.thread_ids else f"tid {tid}"
 
     @property
     def alive(self) -> bool:

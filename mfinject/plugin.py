@@ -18,6 +18,7 @@ into an error, so a broken VM can never go green with everything skipped.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mfinject-require-pmem", dest="mfinject_require_pmem", action="store_true",
                     default=None, help="fail instead of skipping when no pmem is usable "
                     "(env MFINJECT_REQUIRE_PMEM=1; on when CI=true)")
+    group.addoption("--mfinject-seed", dest="mfinject_seed", default=None,
+                    help="seed of the race scenarios: a number, or 'random' for a fresh one "
+                    f"(env MFINJECT_SEED; default {DEFAULT_SEED}); every race prints it")
+    group.addoption("--mfinject-race-iterations", dest="mfinject_race_iterations", type=int,
+                    default=None, help="iterations of each race scenario (env "
+                    f"MFINJECT_RACE_ITERATIONS; default {DEFAULT_RACE_ITERATIONS})")
     parser.addini("mfinject_device", "designated pmem namespace or device", default="")
     parser.addini("mfinject_disposable", "the designated device is disposable", type="bool",
                   default=False)
@@ -78,6 +85,37 @@ def settings(config: pytest.Config) -> Settings:
                    or _truthy(os.environ.get("MFINJECT_REQUIRE_PMEM"))
                    or _truthy(os.environ.get("CI")))
     return Settings(device, disposable, Path(results) if results else None, require)
+
+
+DEFAULT_SEED = 20221125
+DEFAULT_RACE_ITERATIONS = 16
+SEED_KEY = pytest.StashKey[int]()
+
+
+def race_seed(config: pytest.Config) -> int:
+    """The session's race seed, chosen once: fixed by default, or fresh with 'random'."""
+    if SEED_KEY not in config.stash:
+        raw = str(config.option.mfinject_seed or os.environ.get("MFINJECT_SEED")
+                  or DEFAULT_SEED).strip()
+        if raw == "random":
+            seed = secrets.randbits(32)
+        else:
+            try:
+                seed = int(raw, 0)
+            except ValueError:
+                raise pytest.UsageError(f"--mfinject-seed {raw!r}: give a number or 'random'")
+        config.stash[SEED_KEY] = seed
+    return config.stash[SEED_KEY]
+
+
+def race_iterations(config: pytest.Config) -> int:
+    raw = config.option.mfinject_race_iterations or os.environ.get("MFINJECT_RACE_ITERATIONS")
+    return int(raw) if raw else DEFAULT_RACE_ITERATIONS
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"mfinject: race seed {race_seed(config)} ({race_iterations(config)} iterations "
+            "per race; reproduce with --mfinject-seed)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

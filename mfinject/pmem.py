@@ -196,3 +196,19 @@ def badblocks(ns: Namespace) -> list[str]:
     if not path.exists():
         return []
     return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def bus_commands(ns: Namespace) -> str:
+    """The commands the namespace's NVDIMM bus offers (ars_cap, clear_error, ...).
+
+    Clearing a media error on a write needs ``clear_error`` (the ACPI Clear
+    Uncorrectable Error function); an emulated or legacy bus may offer none.
+    """
+    node = Path(f"/sys/bus/nd/devices/{ns.name}").resolve()
+    for d in (node, *node.parents):
+        if d.name.startswith("ndbus"):
+            try:
+                return (d / "commands").read_text().strip() or "none"
+            except OSError:
+                return "none"
+    return "unknown"

@@ -97,6 +97,46 @@ def munmap(addr: int, length: int) -> None:
     _check(_libc.munmap(addr, length), "munmap")
 
 
+# <uapi/linux/io_uring.h>, x86_64 syscall numbers
+SYS_IO_URING_SETUP = 425
+SYS_IO_URING_REGISTER = 427
+IORING_REGISTER_BUFFERS = 0
+
+
+class _IoUringParams(ctypes.Structure):
+    _fields_ = [("sq_entries", ctypes.c_uint32), ("cq_entries", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("sq_thread_cpu", ctypes.c_uint32),
+                ("sq_thread_idle", ctypes.c_uint32), ("features", ctypes.c_uint32),
+                ("wq_fd", ctypes.c_uint32), ("resv", ctypes.c_uint32 * 3),
+                ("sq_off", ctypes.c_uint64 * 5), ("cq_off", ctypes.c_uint64 * 5)]
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def io_uring_setup(entries: int) -> int:
+    params = _IoUringParams()
+    return _check(_libc.syscall(SYS_IO_URING_SETUP, entries, ctypes.byref(params)),
+                  "io_uring_setup")
+
+
+def io_uring_register_buffers(ring: int, addr: int, length: int) -> None:
+    iov = _Iovec(addr, length)
+    _check(_libc.syscall(SYS_IO_URING_REGISTER, ring, IORING_REGISTER_BUFFERS,
+                         ctypes.byref(iov), 1), "io_uring_register")
+
+
+# <uapi/linux/falloc.h>
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    _check(_libc.fallocate(fd, mode, offset, length), "fallocate")
+
+
 def madvise(addr: int, length: int, advice: int) -> None:
     _check(_libc.madvise(addr, length, advice), "madvise")
 

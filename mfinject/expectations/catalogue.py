@@ -12,10 +12,13 @@ from mfinject.expectations.model import (
     INJECTION_LIMIT,
     KERNEL_DEVIATION,
     Expect,
+    KernelRange,
     KnownDeviation,
     Source,
 )
-from mfinject.scenarios import access, badblocks, first, locking, pmd, policy
+from mfinject.kernel import Version
+from mfinject.scenarios import (access, badblocks, fileio, first, locking, pinned, pmd, policy,
+                                races, shared, threads)
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
 PMD_LSB = "21"  # log2(2 MiB): a PMD mapping
@@ -90,11 +93,33 @@ PATH = (
 # one 4 KiB page of a mapped file poisoned, once
 HW_CORRUPTED = (Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWARE_CORRUPTED),)
 
+# the per-node counters (commit 44b8f8bf2438, v6.4): one raw poisoned page, recovered
+_V6_4 = Version(6, 4, 0)
+ONE_PAGE_STATS = (
+    Expect("kernel", "memory_failure_stats", "total +1, recovered +1", src.NODE_STATS,
+           kernels=KernelRange(since=_V6_4)),
+    Expect("kernel", "memory_failure_stats", "absent", src.COMMIT_NODE_STATS,
+           kernels=KernelRange(until=_V6_4)),
+)
+
+
+def io_on_media_error(name: str) -> tuple[Expect, ...]:
+    """Reads of a page with a media error fail; a whole-page write clears it."""
+    return (
+        Expect(name, "io:read", "Input/output error", src.PMEM_READ_EIO),
+        Expect(name, "io:pread", "Input/output error", src.PMEM_READ_EIO),
+        Expect(name, "io:odirect_read", "Input/output error", src.PMEM_READ_EIO),
+        Expect(name, "io:write_page", "wrote 4096", src.DAX_CLEAR_ON_WRITE),
+        Expect(name, "io:pread_after_write", "data [51]", src.DAX_CLEAR_ON_WRITE),
+    )
+
+
 _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     first.MADVISE_SELF.name: victim_ar("A"),
     first.MADVISE_LATE.name: victim_ar("A") + bystander_late("B"),
     first.MADVISE_EARLY.name: victim_ar("A") + bystander_early("C"),
-    first.CORRUPT_PFN.name: outside_injector("I") + bystander_late("B") + bystander_early("C"),
+    first.CORRUPT_PFN.name: outside_injector("I") + bystander_late("B") + bystander_early("C")
+    + ONE_PAGE_STATS,
     access.MADVISE_LATE_ACCESS.name: victim_ar("A") + bystander_late("B") + late_access("B"),
     access.CORRUPT_PFN_LATE_ONLY.name: outside_injector("I") + bystander_late("B")
     + late_access("B"),
@@ -127,15 +152,51 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("I", "signal", "none", src.SIGACTION_AO),
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
+    # a page is poisoned once: the second injection finds it poisoned, and
+    # nothing is counted twice
+    locking.CORRUPT_PFN_TWICE.name: outside_injector("I") + bystander_early("C") + (
+        Expect("I", "injection2", "Memory page has hardware error", src.ALREADY_POISONED),
+    ) + ONE_PAGE_STATS,
+    threads.MADVISE_THREAD.name: victim_ar("A") + (
+        Expect("A", "thread", "thread 2", src.COMMIT_AR_CURRENT_THREAD),
+    ),
+    threads.CORRUPT_PFN_EARLY_THREAD.name: outside_injector("I") + (
+        Expect("C", "kill_policy", "default", src.PRCTL_INHERITED),
+        Expect("C", "thread", "thread 2", src.EARLY_KILL_THREAD),
+    ) + signalled("C", "BUS_MCEERR_AO", src.EARLY_KILL_THREAD),
+    threads.CORRUPT_PFN_FORK_EARLY.name: outside_injector("I") + (
+        Expect("C", "kill_policy", "early", src.PRCTL_INHERITED),
+    ) + signalled("C", "BUS_MCEERR_AO", src.PRCTL_INHERITED),
+    fileio.CORRUPT_PFN_FILE_IO.name: outside_injector("I") + io_on_media_error("R"),
+    fileio.BADBLOCKS_FILE_IO.name: (
+        Expect("I", "injection", "ok", src.DAX_MEDIA_ERRORS),
+        Expect("R", "io:write_partial", "Bad address", src.DAX_RECOVERY_WRITE),
+        Expect("kernel", "badblocks", "none", src.DAX_CLEAR_ON_WRITE),
+    ) + io_on_media_error("R"),
+    shared.CORRUPT_PFN_REFLINK.name: outside_injector("I")
+    + signalled("X", "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS)
+    + signalled("Y", "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS),
+    # a short-term pin does not hold memory-failure off: the DAX entry lock does
+    pinned.CORRUPT_PFN_PINNED_ODIRECT.name: outside_injector("I") + bystander_late("P") + (
+        Expect("P", "pin", "O_DIRECT read in flight at the injection: completed, 4096 bytes",
+               src.PIN_DIO),
+    ),
+    pinned.CORRUPT_PFN_PINNED_IO_URING.name: outside_injector("I") + (
+        Expect("P", "pin", "Operation not supported", src.FOLL_LONGTERM_FSDAX),
+    ) + bystander_early("P"),
 }
 # memory_failure() is not involved in the badblocks path: no path, no counter
-_NO_POISON_PAGE = {s.name for s in locking.SCENARIOS}
-_NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS}
+_NO_POISON_PAGE = {s.name for s in locking.SCENARIOS} - {locking.CORRUPT_PFN_TWICE.name}
+_NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name}
 EXPECTATIONS = {
     name: (() if name in _NO_MEMORY_FAILURE else PATH)
     + (() if name in _NO_POISON_PAGE | _NO_MEMORY_FAILURE else HW_CORRUPTED) + exps
     for name, exps in _EXPECTATIONS.items()
 }
+
+# every iteration of a race ends in a documented outcome (see race_runner.violations)
+EXPECTATIONS.update({race.name: (Expect("kernel", "violations", "none", src.DAX_LOCK_RACE),)
+                     for race in races.RACES})
 
 # Cases where the kernel does not do what the sources above say, each found by
 # a run, understood and explained. They are reported as deviations (never as
@@ -147,13 +208,44 @@ _REFAULT = ("the page was unmapped, but the next load faults it in again: the fs
 _NO_UNMAP = ("no process qualified for a signal (no early-kill mapper, and the injecting "
              "process maps nothing), so unmap_and_kill() unmapped nothing and the late-kill "
              "mapper keeps a live mapping of the poisoned page.")
+_TWICE = ("the fsdax path (memory_failure_dev_pagemap()) runs before, and instead of, the "
+          "PG_hwpoison test that ends a second injection of an ordinary page with -EHWPOISON: "
+          "the already poisoned page is handled again, its mappers are signalled again, and "
+          "it is counted again ('recovery action for dax page: Recovered' twice).")
+_NO_CLEAR = ("the NVDIMM bus offers no clear_error command (see the nd_bus_commands fact: "
+             "QEMU's emulated NVDIMM implements no Clear Uncorrectable Error function), so "
+             "pmem_clear_poison() clears nothing, pmem_recovery_write() writes nothing and "
+             "the write fails with EFAULT; the bad block stays. On an NVDIMM that can clear "
+             "errors the write succeeds and clears it.")
+_CLEAR = ("nd_bus_commands", "clear_error")
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     KnownDeviation(locking.CORRUPT_PFN_UNPOISON.name, "I", "unpoison", "Input/output error",
-                   KERNEL_DEVIATION, "unpoison-pfn refuses a software-poisoned fsdax page "
-                   "(seen on 6.1, 6.12 and 7.3, both paths): the page stays poisoned until its "
-                   "namespace is re-enabled. Where in unpoison_memory() it is refused is not "
-                   "yet traced.",
+                   KERNEL_DEVIATION, "unpoison_memory() starts with pfn_to_online_page(), which "
+                   "is NULL for every ZONE_DEVICE page, and returns -EIO without a message: a "
+                   "software-poisoned fsdax page can never be unpoisoned (traced with the "
+                   "function_graph tracer on 6.12; seen on 6.1, 6.12 and 7.3, both paths). It "
+                   "stays poisoned until its namespace is disabled and enabled again.",
                    src.UNPOISON_MEMORY),
+    KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "I", "injection2", "ok", KERNEL_DEVIATION,
+                   _TWICE, src.ALREADY_POISONED),
+    KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "kernel", "hardware_corrupted_kb", "+8",
+                   KERNEL_DEVIATION, _TWICE, src.ALREADY_POISONED),
+    KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "kernel", "memory_failure_stats",
+                   "total +2, recovered +2", KERNEL_DEVIATION, _TWICE, src.ALREADY_POISONED,
+                   kernels=KernelRange(since=_V6_4)),
+    *(KnownDeviation(fileio.CORRUPT_PFN_FILE_IO.name, "R", f"io:{op}", "old data",
+                     INJECTION_LIMIT, "software poison sets PG_hwpoison only; the pmem driver "
+                     "checks its bad-block list, which stays empty, so the read returns the old "
+                     "data. On real hardware it would consume the poison and fail with EIO.",
+                     src.PMEM_BADBLOCKS) for op in ("read", "pread", "odirect_read")),
+    KnownDeviation(fileio.BADBLOCKS_FILE_IO.name, "R", "io:write_page", "Bad address",
+                   INJECTION_LIMIT, _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
+    KnownDeviation(fileio.BADBLOCKS_FILE_IO.name, "kernel", "badblocks", "1 bad range",
+                   INJECTION_LIMIT, "the whole-page write failed, see R.io:write_page: "
+                   + _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
+    KnownDeviation(fileio.BADBLOCKS_FILE_IO.name, "R", "io:pread_after_write",
+                   "Input/output error", INJECTION_LIMIT, "the whole-page write failed, "
+                   "see R.io:write_page: " + _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
     KnownDeviation(access.MADVISE_LATE_ACCESS.name, "B", "access", "old data", INJECTION_LIMIT,
                    _REFAULT, src.PMEM_BADBLOCKS),
     KnownDeviation(access.CORRUPT_PFN_LATE_ONLY.name, "B", "mapping", "mapped", KERNEL_DEVIATION,

@@ -42,6 +42,16 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         return "SIGBUS" if (p.access or "").startswith("SIGBUS") else (p.access or "not probed")
     if field == "read":
         return p.read or "not read"
+    if field == "thread":
+        return p.signal_thread or "no signal"
+    if field == "kill_policy":
+        return p.kill_policy or "unknown"
+    if field.startswith("io:"):
+        return dict(p.io).get(field[3:], "not done")
+    if field == "pin":
+        return p.pin or "none"
+    if field == "injection2":
+        return p.injection2 or "none"
     if field == "range":
         if p.range_present is None:
             return "unknown"
@@ -71,7 +81,13 @@ def observed_value(obs: Observation, participant: str, field: str) -> str:
             return obs.path_observed
         if field == "hardware_corrupted_kb":
             return f"+{obs.hardware_corrupted_delta_kb}"
-        raise KeyError(field)
+        if field == "badblocks":
+            n = len(obs.badblocks)
+            return f"{n} bad range{'s' if n > 1 else ''}" if n else "none"
+        fact = obs.fact(field)
+        if fact is None:
+            raise KeyError(field)
+        return fact
     return observed_field(obs.participant(participant), field)
 
 
@@ -88,7 +104,8 @@ def judge(obs: Observation,
             checks.append(Check(exp.participant, exp.field, exp.value, got, PASS, exp.source.cite()))
             continue
         known = next((d for d in deviations if d.covers(obs.scenario, exp.participant, exp.field,
-                                                         got, obs.path, version)), None)
+                                                         got, obs.path, version)
+                      and d.holds_for(obs.facts)), None)
         if known is not None:
             lead = "deviates from" if exp.source.is_doc else "differs from"
             msg = (f"{exp.participant} {exp.field}: expected {exp.value}, observed {got}: "

@@ -86,6 +86,15 @@ class KnownDeviation:
     source: Source
     paths: frozenset[str] = ALL_PATHS
     kernels: KernelRange = ALL_KERNELS
+    # only where this observed fact does not contain the word: ("nd_bus_commands",
+    # "clear_error") limits a deviation to buses that cannot clear media errors
+    fact_lacks: tuple[str, str] | None = None
+
+    def holds_for(self, facts: tuple[tuple[str, str], ...]) -> bool:
+        if self.fact_lacks is None:
+            return True
+        name, word = self.fact_lacks
+        return word not in dict(facts).get(name, "").split()
 
     def covers(self, scenario: str, participant: str, fld: str, observed: str,
                path: str, version: Version) -> bool:

@@ -104,6 +104,85 @@ HWPOISON_UNPOISON = Source(
 )
 UNPOISON_MEMORY = Source(
     "mm/memory-failure.c unpoison_memory()",
-    "observed: the debugfs write fails with EIO for an fsdax PFN and nothing is logged; the "
-    "refusing check is not yet traced to a line",
+    "p = pfn_to_online_page(pfn); if (!p) return -EIO; (a ZONE_DEVICE page is never "
+    "online; traced with function_graph: unpoison_memory() returns right after "
+    "pfn_to_online_page(), on 6.1, 6.12 and 7.3)",
+)
+COMMIT_AR_CURRENT_THREAD = Source(
+    "commit 03151c6e0b66",
+    "mm/memory-failure: send SIGBUS(BUS_MCEERR_AR) only to current thread",
+    "v5.8",
+)
+EARLY_KILL_THREAD = Source(
+    "mm/memory-failure.c find_early_kill_thread()",
+    "Find a dedicated thread which is supposed to handle SIGBUS(BUS_MCEERR_AO) on behalf of "
+    "the thread group. Return task_struct of the (first found) dedicated thread if found",
+)
+PRCTL_INHERITED = Source(
+    "PR_MCE_KILL(2const)",
+    "Set the machine check memory corruption kill policy for the calling thread. [...] The "
+    "policy is inherited by children.",
+)
+NODE_STATS = Source(
+    "Documentation/ABI/stable/sysfs-devices-node (memory_failure/total, recovered)",
+    "The total number of raw poisoned pages (pages containing corrupted data due to memory "
+    "errors) on a NUMA node. [...] Of the raw poisoned pages on a NUMA node, how many pages "
+    "are recovered by memory error recovery attempt.",
+)
+COMMIT_NODE_STATS = Source(
+    "commit 44b8f8bf2438",
+    "mm: memory-failure: add memory failure stats to sysfs",
+    "v6.4",
+)
+ALREADY_POISONED = Source(
+    "mm/memory-failure.c memory_failure()",
+    "if (TestSetPageHWPoison(p)) { pr_err(\"%#lx: already hardware poisoned\\n\", pfn); "
+    "res = -EHWPOISON; ... } (a page is handled, and counted, once)",
+)
+PMEM_READ_EIO = Source(
+    "drivers/nvdimm/pmem.c __pmem_direct_access()",
+    "if (unlikely(is_bad_pmem(&pmem->bb, PFN_PHYS(pgoff) / 512, num * PAGE_SIZE))) ... "
+    "return -EIO; (a read of a known media error fails instead of consuming poison)",
+)
+DAX_CLEAR_ON_WRITE = Source(
+    "Documentation/filesystems/dax.rst (Handling Media Errors)",
+    "Libnvdimm also allows clearing of these errors by simply writing the affected sectors "
+    "(through the pmem driver, and if the underlying NVDIMM supports the clear_poison DSM "
+    "defined by ACPI).",
+)
+DAX_RECOVERY_WRITE = Source(
+    "fs/dax.c dax_iomap_iter() with drivers/nvdimm/pmem.c pmem_recovery_write()",
+    "a write over a bad block becomes a recovery write, which clears only whole pages "
+    "(\"Found poison, but addr(%p) or bytes(%#zx) not page aligned\" returns 0), and "
+    "if (xfer == 0) ret = -EFAULT;",
+)
+FOLL_LONGTERM_FSDAX = Source(
+    "mm/gup.c check_vma_flags()",
+    "if ((gup_flags & FOLL_LONGTERM) && vma_is_fsdax(vma)) return -EOPNOTSUPP; (no long-term "
+    "pin, such as an io_uring fixed buffer, on a filesystem-DAX mapping)",
+)
+PIN_DIO = Source(
+    "Documentation/core-api/pin_user_pages.rst (Case 1: Direct IO)",
+    "There are GUP references to pages that are serving as DIO buffers. These buffers are "
+    "needed for a relatively short time (so they are not \"long term\"). No special "
+    "synchronization with folio_mkclean() or munmap() is provided.",
+)
+DAX_ENTRY_LOCK = Source(
+    "mm/memory-failure.c mf_generic_kill_procs()",
+    "Prevent the inode from being freed while we are interrogating the address_space, "
+    "typically this would be done by lock_page(), but dax pages do not use the page lock. "
+    "This also prevents changes to the mapping of this pfn until poison signaling is complete.",
+)
+XFS_SHARED_OWNERS = Source(
+    "fs/xfs/xfs_notify_failure.c xfs_dax_notify_ddev_failure()",
+    "xfs_rmap_query_range(cur, &ri_low, &ri_high, xfs_dax_failure_fn, &notify): every owner "
+    "of the failed blocks in the reverse map, so every file sharing a reflinked block, has "
+    "its mappers killed through mf_dax_kill_procs()",
+)
+DAX_LOCK_RACE = Source(
+    "fs/dax.c dax_lock_page() (dax_lock_folio() from v6.7)",
+    "/* Ensure page->mapping isn't freed while we look at it */ rcu_read_lock(); ... "
+    "xas_lock_irq(&xas); if (mapping != page->mapping) { xas_unlock_irq(&xas); continue; } "
+    "(a page leaving its file is either locked in the file it is still in, or not locked at "
+    "all and the injection ends with -EBUSY; a late-kill mapper is only unmapped)",
 )

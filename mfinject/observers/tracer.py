@@ -55,6 +55,7 @@ class SignalEvent:
     pagemap: tuple[tuple[int, int], ...] = ()
     # for each watched range: (start, pages still present)
     present: tuple[tuple[int, int], ...] = ()
+    tid: int = 0  # the thread that took the signal-delivery-stop (pid: the main thread)
 
     @property
     def code_name(self) -> str:
@@ -76,6 +77,8 @@ class TraceeLog:
     watch: list[tuple[int, int]] = field(default_factory=list)  # (address, length)
     signals: list[SignalEvent] = field(default_factory=list)
     exit_status: int | None = None  # os.waitstatus_to_exitcode() form
+    # other threads seized with seize_thread(): tid -> still being traced
+    threads: dict[int, bool] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -95,6 +98,12 @@ class Tracer:
         log.debug("seized %d", pid)
         return entry
 
+    def seize_thread(self, pid: int, tid: int) -> None:
+        """Trace one more thread of a seized process, so its signals are seen as its own."""
+        ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_EXITKILL)
+        self.tracees[pid].threads[tid] = True
+        log.debug("seized thread %d of %d", tid, pid)
+
     def watch(self, pid: int, addr: int, length: int) -> None:
         self.tracees[pid].watch.append((addr, length))
 
@@ -102,6 +111,19 @@ class Tracer:
         """Handle every pending stop and exit; return True if anything happened."""
         progressed = False
         for entry in list(self.tracees.values()):
+            for tid, traced in list(entry.threads.items()):
+                while traced:
+                    try:
+                        got, status = os.waitpid(tid, os.WNOHANG | WAIT_ALL)
+                    except ChildProcessError:
+                        got, status = tid, -1
+                    if got == 0:
+                        break
+                    progressed = True
+                    if status == -1 or os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                        traced = entry.threads[tid] = False
+                    else:
+                        self._handle(entry, status, tid)
             while entry.alive:
                 try:
                     pid, status = os.waitpid(entry.pid, os.WNOHANG | WAIT_ALL)
@@ -114,7 +136,8 @@ class Tracer:
                 self._handle(entry, status)
         return progressed
 
-    def _handle(self, entry: TraceeLog, status: int) -> None:
+    def _handle(self, entry: TraceeLog, status: int, tid: int | None = None) -> None:
+        tid = entry.pid if tid is None else tid
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             entry.exit_status = os.waitstatus_to_exitcode(status)
             log.debug("%d ended: %s", entry.pid, entry.exit_status)
@@ -124,9 +147,9 @@ class Tracer:
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if event:  # PTRACE_EVENT_* stops: nothing to inject
-            ptrace(PTRACE_CONT, entry.pid, 0, 0)
+            ptrace(PTRACE_CONT, tid, 0, 0)
             return
-        info = ptrace_getsiginfo(entry.pid)
+        info = ptrace_getsiginfo(tid)
         snap, present = [], []
         for addr, length in entry.watch:
             try:
@@ -144,11 +167,12 @@ class Tracer:
             at_ns=time.monotonic_ns(),
             pagemap=tuple(snap),
             present=tuple(present),
+            tid=tid,
         )
         entry.signals.append(ev)
-        log.info("pid %d got %s %s addr=%#x lsb=%d", entry.pid, ev.signal_name,
+        log.info("pid %d (thread %d) got %s %s addr=%#x lsb=%d", entry.pid, tid, ev.signal_name,
                  ev.code_name, ev.addr, ev.addr_lsb)
-        ptrace(PTRACE_CONT, entry.pid, 0, sig)
+        ptrace(PTRACE_CONT, tid, 0, sig)
 
     def settle(self, quiet_s: float, limit_s: float) -> None:
         """Pump until nothing has happened for ``quiet_s`` (at most ``limit_s``)."""

@@ -29,6 +29,21 @@ class Role:
     maps_after: bool = False
     # after the injection, reads the poisoned page with pread()
     reads_after: bool = False
+    # more threads in the process (thread 1, 2, ...), and per-thread kill policies
+    threads: int = 0
+    thread_policies: tuple[tuple[int, str], ...] = ()
+    # which thread issues the injection call: 0 is the main thread
+    inject_thread: int = 0
+    # the policy is set by a parent that then forks this participant: inherited
+    policy_before_fork: str | None = None
+    # after the injection: read(), pread(), O_DIRECT read, a sub-page write, a
+    # whole-page write and a read back, on the poisoned page through the file
+    io_after: bool = False
+    # the page is pinned at the injection: "odirect" (an O_DIRECT read into the
+    # mapping is in flight) or "io_uring" (the mapping registered as a fixed buffer)
+    pin: str | None = None
+    # which file it maps: "main", or "clone" (a FICLONE reflink copy of main)
+    maps_file: str = "main"
 
     def describe(self) -> str:
         parts = ["maps the page" if self.maps else "maps nothing", f"{self.policy} kill"]
@@ -58,6 +73,10 @@ class Scenario:
     truncate_before: bool = False
     # after the injection, the injecting process writes the PFN to unpoison-pfn
     unpoison_after: bool = False
+    # inject a second time once the first injection has settled
+    inject_twice: bool = False
+    # the scenario needs a filesystem with reflink (FICLONE); elsewhere it is not meaningful
+    needs_reflink: bool = False
 
     @property
     def injecting_role(self) -> Role:

@@ -1,6 +1,8 @@
 """Every scenario the suite runs, in report order."""
 
-from mfinject.scenarios import access, badblocks, first, locking, pmd, policy
+from mfinject.scenarios import (access, badblocks, fileio, first, locking, pinned, pmd, policy,
+                                shared, threads)
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
-             + pmd.SCENARIOS + badblocks.SCENARIOS)
+             + pmd.SCENARIOS + badblocks.SCENARIOS + threads.SCENARIOS + fileio.SCENARIOS
+             + shared.SCENARIOS + pinned.SCENARIOS)

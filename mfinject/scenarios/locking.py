@@ -9,9 +9,11 @@ under the xarray lock (dax_lock_page(), later dax_lock_folio()).
 9. corrupt-pfn-truncated: as 8, and the file was truncated to 0 before the
    injection: the page belongs to no file (page->mapping is NULL).
 10. corrupt-pfn-unpoison: as 8, then I writes the PFN to unpoison-pfn.
+11. corrupt-pfn-twice: C (early kill) maps the page; I poisons it, and
+    once that has settled, poisons the already poisoned page again.
 """
 
-from mfinject.scenarios import Role, Scenario
+from mfinject.scenarios import EARLY, Role, Scenario
 
 CORRUPT_PFN_UNMAPPED = Scenario(
     "corrupt-pfn-unmapped", "corrupt-pfn on a page of a file that no process maps",
@@ -32,4 +34,12 @@ CORRUPT_PFN_UNPOISON = Scenario(
     unpoison_after=True,
 )
 
-SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED, CORRUPT_PFN_UNPOISON)
+CORRUPT_PFN_TWICE = Scenario(
+    "corrupt-pfn-twice", "corrupt-pfn on a page, then again on the poisoned page",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("C", maps=True, policy=EARLY)),
+    inject_twice=True,
+)
+
+SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED, CORRUPT_PFN_UNPOISON,
+             CORRUPT_PFN_TWICE)

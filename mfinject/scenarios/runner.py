@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import time
 from dataclasses import dataclass
 
-from mfinject import fs, kernel, pmem
+from mfinject import fs, kernel, pin, pmem, syscalls
 from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS, UNPOISON_PFN
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import Participant, cast
+from mfinject.participant import Participant, Reply, cast
 from mfinject.scenarios import DEFAULT, PMD_SIZE, Scenario
 from mfinject.syscalls import PAGE_SIZE
 from mfinject.undo import UndoStack
@@ -28,6 +29,27 @@ SETTLE_LIMIT_S = 10.0
 
 class ScenarioError(MfinjectError):
     """The scenario could not be set up; nothing about the kernel was learnt."""
+
+
+class NotMeaningful(ScenarioError):
+    """The scenario does not apply to this filesystem (say, reflink on ext4)."""
+
+
+PIN_DELAY_MS = 3000  # how long the O_DIRECT read that pins the page stays in flight
+PIN_SETTLE_S = 0.5   # after starting it, before the injection
+
+
+class _OnThread:
+    """A participant seen through one of its threads: what an injector calls."""
+
+    def __init__(self, p: Participant, thread: int) -> None:
+        self.p = p
+        self.thread = thread
+        self.name = f"{p.name} thread {thread}"
+
+    def request(self, op: str, **args: object) -> Reply | None:
+        # the worker's reply is passed through as the reply to "on_thread"
+        return self.p.request("on_thread", thread=self.thread, op=op, args=args)
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,16 @@ class ParticipantObs:
     read: str | None = None
     # the injecting process's write of the PFN to unpoison-pfn afterwards
     unpoison: str | None = None
+    # which of its threads took the first SIGBUS: "main thread", "thread 2"
+    signal_thread: str | None = None
+    # PR_MCE_KILL_GET of its main thread before the injection
+    kill_policy: str | None = None
+    # file I/O on the poisoned page after the injection: (operation, result)
+    io: tuple[tuple[str, str], ...] = ()
+    # the pin held over the injection, and how it ended
+    pin: str | None = None
+    # the second injection's outcome (inject_twice)
+    injection2: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +115,11 @@ class Observation:
     path_observed: str = "not traced"
     trace_calls: tuple[str, ...] = ()
     memory_failure_events: tuple[str, ...] = ()
+    # facts about the whole run, by name: node memory_failure counters, seeds, ...
+    facts: tuple[tuple[str, str], ...] = ()
+
+    def fact(self, name: str) -> str | None:
+        return dict(self.facts).get(name)
 
     def participant(self, name: str) -> ParticipantObs:
         for p in self.participants:
@@ -135,25 +172,64 @@ def _probe_access(p: Participant, addr: int, t0: int) -> tuple[str, SigbusObs | 
     return ("old data" if reply.value == FILL else f"data {reply.value:#x}"), None
 
 
+POLICY_NAMES = {syscalls.PR_MCE_KILL_EARLY: "early", syscalls.PR_MCE_KILL_LATE: "late",
+                syscalls.PR_MCE_KILL_DEFAULT: "default"}
+
+
+def _reply_text(reply: Reply | None, ok: str = "ok") -> str:
+    if reply is None:
+        return "caller killed"
+    if reply.ok:
+        return ok
+    return os.strerror(reply.errno) if reply.errno else str(reply.error)
+
+
+def _files(scenario: Scenario, mount: fs.Mount) -> dict[str, str]:
+    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL,
+                          align=scenario.map_size >= PMD_SIZE)
+    files = {"main": path}
+    if scenario.needs_reflink:
+        if not mount.kind.reflink:
+            raise NotMeaningful(f"{scenario.name} needs shared extents: {mount.kind.name} has "
+                                "no reflink (only xfs-rmapbt is made with reflink=1)")
+        files["clone"] = mount.path(f"{scenario.name}.clone")
+        fs.reflink_copy(path, files["clone"])
+        fs.verify_dax(files["clone"])
+    return files
+
+
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         trace_session: ftrace.FunctionTrace | None = None) -> Observation:
     started = time.monotonic()
-    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL,
-                          align=scenario.map_size >= PMD_SIZE)
+    files = _files(scenario, mount)
+    path = files["main"]
     injector = INJECTORS[scenario.injector](namespace)
     tracer = Tracer()
-    with UndoStack() as undo, cast(tracer) as people:
+    pin_device = None
+    with UndoStack() as undo, cast(tracer) as people, contextlib.ExitStack() as stack:
+        if any(r.pin == "odirect" for r in scenario.roles):
+            try:
+                pin_device = stack.enter_context(pin.delayed_device(PIN_DELAY_MS))
+            except pin.PinError as e:
+                raise ScenarioError(f"cannot pin a page with O_DIRECT: {e}") from e
         if scenario.early_kill_sysctl:
             undo.sysctl("vm.memory_failure_early_kill", str(scenario.early_kill_sysctl))
         vaddrs: dict[str, int] = {}
         pfns: dict[str, int] = {}
+        policies: dict[str, str] = {}
         for role in scenario.roles:
-            p = Participant(role.name, tracer)
+            p = Participant(role.name, tracer, policy_before_fork=role.policy_before_fork)
             people[role.name] = p
             if role.policy != DEFAULT:
                 p.call("mce_kill", policy=role.policy)
+            if role.threads:
+                p.start_threads(role.threads)
+            for thread, pol in role.thread_policies:
+                reply = p.call("on_thread", thread=thread, op="mce_kill", args={"policy": pol})
+            policies[role.name] = POLICY_NAMES.get(p.call("mce_kill_get"), "?")
             if role.maps and not role.maps_after:
-                addr = p.call("mmap", path=path, offset=0, length=scenario.map_size)
+                addr = p.call("mmap", path=files[role.maps_file], offset=0,
+                              length=scenario.map_size)
                 with ftrace.trace_injection(trace_session) as fault_trace:
                     p.call("touch", addr=addr)
                 if scenario.map_size >= PMD_SIZE:
@@ -185,26 +261,51 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             os.truncate(path, 0)
             os.sync()
 
+        pins: dict[str, str] = {}
+        for role in scenario.roles:
+            p = people[role.name]
+            if role.pin == "io_uring":
+                pins[role.name] = _reply_text(p.request("io_uring_register", addr=vaddrs[role.name],
+                                                        length=PAGE_SIZE), "registered")
+            elif role.pin == "odirect":
+                p.call("start_on_thread", thread=1, op="odirect_into",
+                       args={"device": pin_device, "addr": vaddrs[role.name],
+                             "length": PAGE_SIZE})
+                time.sleep(PIN_SETTLE_S)
+
         inj_role = scenario.injecting_role
+        inj_by = people[inj_role.name]
+        injecting = _OnThread(inj_by, inj_role.inject_thread) if inj_role.inject_thread else inj_by
         hw_before = kernel.hardware_corrupted_kb()
+        mf_before = kernel.memory_failure_stats()
+        injection2 = None
         with kmsg.capture() as log_capture:
             t0 = time.monotonic_ns()
             with ftrace.trace_injection(trace_session) as trace:
-                injection = injector.inject(people[inj_role.name], vaddrs.get(inj_role.name),
-                                            pfn)
+                injection = injector.inject(injecting, vaddrs.get(inj_role.name), pfn)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records = log_capture.read()
+            if scenario.inject_twice:
+                injection2 = injector.inject(injecting, vaddrs.get(inj_role.name), pfn).outcome()
+                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            for role in scenario.roles:
+                if role.pin == "odirect":
+                    reply = people[role.name].request("wait_thread", thread=1,
+                                                      timeout=PIN_DELAY_MS / 1000 + 10)
+                    pins[role.name] = ("O_DIRECT read in flight at the injection: "
+                                       + _reply_text(reply, f"completed, {reply.value if reply else 0}"
+                                                     " bytes"))
             snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name),
                                                   scenario.map_size)
                         for role in scenario.roles if role.maps and not role.unmaps_before}
             access = {}
             reads = {}
+            ios: dict[str, dict[str, str]] = {}
             unpoison = None
             if scenario.unpoison_after:
                 reply = people[inj_role.name].request("write_file", path=UNPOISON_PFN,
                                                       data=f"{pfn:#x}\n")
-                unpoison = ("caller killed" if reply is None else "ok" if reply.ok else
-                            os.strerror(reply.errno) if reply.errno else str(reply.error))
+                unpoison = _reply_text(reply)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             for role in scenario.roles:
                 p = people[role.name]
@@ -219,6 +320,10 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                                          f"data {reply.value}") if reply.ok else
                                         os.strerror(reply.errno) if reply.errno else
                                         str(reply.error))
+                if role.io_after:
+                    reply = p.request("file_io", path=path, offset=0, fill=FILL)
+                    ios[role.name] = (reply.value if reply is not None and reply.ok else
+                                      {"file_io": _reply_text(reply)})
             if scenario.probe_access:
                 for role in scenario.roles:
                     if role.maps and not role.unmaps_before and not role.maps_after \
@@ -227,16 +332,16 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records += log_capture.read()
         hw_delta = kernel.hardware_corrupted_kb() - hw_before
+        mf_delta = kernel.stats_delta(mf_before, kernel.memory_failure_stats())
 
         observed = []
         for role in scenario.roles:
             p = people[role.name]
             probe = access.get(role.name)
             n_inject = len(p.log.signals) - (1 if probe and probe[1] is not None else 0)
-            sigbus = tuple(
-                SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, (ev.at_ns - t0) / 1e6)
-                for ev in p.log.signals[:n_inject] if ev.signo == signal.SIGBUS
-            )
+            bus = [ev for ev in p.log.signals[:n_inject] if ev.signo == signal.SIGBUS]
+            sigbus = tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, (ev.at_ns - t0) / 1e6)
+                           for ev in bus)
             others = tuple(ev.signal_name for ev in p.log.signals if ev.signo != signal.SIGBUS)
             mapped_after, pfn_after, range_present = snapshot.get(role.name, (None, None, None))
             if role.maps_after:
@@ -261,6 +366,11 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 access_sigbus=probe[1] if probe else None,
                 read=reads.get(role.name),
                 unpoison=unpoison if role.injects else None,
+                signal_thread=p.thread_name(bus[0].tid) if bus and sigbus else None,
+                kill_policy=policies.get(role.name),
+                io=tuple(ios.get(role.name, {}).items()),
+                pin=pins.get(role.name),
+                injection2=injection2 if role.injects else None,
             ))
     return Observation(
         scenario=scenario.name,
@@ -278,4 +388,6 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         path_observed=trace.path,
         trace_calls=tuple(trace.calls),
         memory_failure_events=tuple(trace.events),
+        facts=(("memory_failure_stats", mf_delta),
+               ("nd_bus_commands", pmem.bus_commands(namespace))),
     )

@@ -1,0 +1,22 @@
+"""File I/O on a poisoned page, through the file rather than a mapping.
+
+16. corrupt-pfn-file-io: M learnt the page's PFN and unmapped it; I
+    poisons it with corrupt-pfn; R then read()s, pread()s and O_DIRECT-reads
+    the page, writes 16 bytes into it, writes the whole page, and reads back.
+17. badblocks-file-io: the same, over a pmem bad block instead: the record
+    the pmem driver consults, and that a whole-page write should clear.
+"""
+
+from mfinject.scenarios import Role, Scenario
+
+_ROLES = (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True),
+          Role("R", maps=False, io_after=True))
+
+CORRUPT_PFN_FILE_IO = Scenario(
+    "corrupt-pfn-file-io", "file I/O on a page poisoned by corrupt-pfn", "corrupt-pfn", _ROLES,
+)
+BADBLOCKS_FILE_IO = Scenario(
+    "badblocks-file-io", "file I/O on a page under a pmem bad block", "badblocks", _ROLES,
+)
+
+SCENARIOS = (CORRUPT_PFN_FILE_IO, BADBLOCKS_FILE_IO)

@@ -1,0 +1,37 @@
+"""Poison racing a change of the mapping: the heart of the dax_lock_page() contract.
+
+An fsdax page's page->mapping may change while its refcount is zero, so
+memory-failure pins the pgmap, reads page->mapping under RCU and rechecks it
+under the xarray lock (dax_lock_page(), later dax_lock_folio()). Each race
+below runs many iterations: M (late kill) maps and faults a page of a fresh
+file, then I writes its PFN to corrupt-pfn while R changes the mapping, each
+after a delay drawn from the run's seed. Every iteration must end in one of
+the documented outcomes, and the kernel must not crash, hang or warn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRUNCATE = "truncate"      # R truncates the file to 0
+PUNCH_HOLE = "punch-hole"  # R punches the page out of the file
+MUNMAP = "munmap"          # M's own thread 1 unmaps the page
+FAULT = "fault"            # R maps the file and faults the page in
+REFLINK = "reflink"        # R clones the file (FICLONE): the block becomes shared
+
+
+@dataclass(frozen=True)
+class Race:
+    name: str
+    title: str
+    racer: str
+    needs_reflink: bool = False
+
+
+RACES = (
+    Race("race-truncate", "corrupt-pfn racing truncate() of the file", TRUNCATE),
+    Race("race-punch-hole", "corrupt-pfn racing a hole punched over the page", PUNCH_HOLE),
+    Race("race-munmap", "corrupt-pfn racing munmap() by the mapper", MUNMAP),
+    Race("race-fault", "corrupt-pfn racing a fault on the page by another process", FAULT),
+    Race("race-reflink", "corrupt-pfn racing FICLONE of the file", REFLINK, needs_reflink=True),
+)

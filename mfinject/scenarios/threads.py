@@ -1,0 +1,30 @@
+"""Signals to threads, and the kill policy across fork.
+
+13. madvise-thread: A has two more threads; thread 2 poisons the page with
+    madvise(): BUS_MCEERR_AR goes to thread 2 alone.
+14. corrupt-pfn-early-thread: C's main thread keeps the default (late)
+    policy; its thread 2 sets PR_MCE_KILL early. I poisons the page: the AO
+    signal goes to the designated thread 2.
+15. corrupt-pfn-fork-early: C's parent set PR_MCE_KILL early and forked C;
+    C inherited the policy and gets the AO signal.
+"""
+
+from mfinject.scenarios import EARLY, Role, Scenario
+
+MADVISE_THREAD = Scenario(
+    "madvise-thread", "madvise() from thread 2 of a three-thread process", "madvise",
+    (Role("A", maps=True, injects=True, threads=2, inject_thread=2),),
+)
+CORRUPT_PFN_EARLY_THREAD = Scenario(
+    "corrupt-pfn-early-thread", "corrupt-pfn; only thread 2 of the mapper asked for early kill",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True),
+     Role("C", maps=True, threads=2, thread_policies=((2, EARLY),))),
+)
+CORRUPT_PFN_FORK_EARLY = Scenario(
+    "corrupt-pfn-fork-early", "corrupt-pfn; the mapper inherited early kill across fork()",
+    "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("C", maps=True, policy_before_fork=EARLY)),
+)
+
+SCENARIOS = (MADVISE_THREAD, CORRUPT_PFN_EARLY_THREAD, CORRUPT_PFN_FORK_EARLY)

@@ -1,0 +1,81 @@
+"""Threads, counters, file I/O, facts and races: the logic behind the newer checks."""
+
+import dataclasses
+
+from mfinject import kernel
+from mfinject.expectations.catalogue import EXPECTATIONS
+from mfinject.expectations.evaluate import judge, observed_field, observed_value
+from mfinject.expectations.model import FAIL, KNOWN_DEVIATION, PASS
+from mfinject.scenarios import races
+from mfinject.scenarios.race_runner import Iteration, violations
+
+from .samples import VA_C, ao, observation, participant
+
+
+def test_stats_delta():
+    before = {"total": 3, "recovered": 3, "failed": 0}
+    assert kernel.stats_delta(before, {"total": 4, "recovered": 4, "failed": 0}) == \
+        "total +1, recovered +1"
+    assert kernel.stats_delta(before, before) == "unchanged"
+    assert kernel.stats_delta(None, None) == "absent"
+
+
+def test_thread_and_policy_fields():
+    c = dataclasses.replace(participant("C", sigbus=[ao()], vaddr=VA_C),
+                            signal_thread="thread 2", kill_policy="default")
+    assert observed_field(c, "thread") == "thread 2"
+    assert observed_field(c, "kill_policy") == "default"
+    assert observed_field(participant("B"), "thread") == "no signal"
+
+
+def test_early_thread_scenario_passes_and_fails_on_the_wrong_thread():
+    def obs(thread):
+        c = dataclasses.replace(participant("C", sigbus=[ao()], vaddr=VA_C),
+                                signal_thread=thread, kill_policy="default")
+        i = participant("I", maps=False, injection="ok")
+        return dataclasses.replace(observation("corrupt-pfn-early-thread", [i, c]))
+    assert judge(obs("thread 2")).verdict == PASS
+    bad = judge(obs("main thread"))
+    assert bad.verdict == FAIL
+    assert any("find_early_kill_thread" in m for m in bad.messages)
+
+
+def test_reinjection_counted_twice_is_a_known_kernel_deviation():
+    c = participant("C", sigbus=[ao()], vaddr=VA_C)
+    i = dataclasses.replace(participant("I", maps=False, injection="ok"), injection2="ok")
+    obs = dataclasses.replace(observation("corrupt-pfn-twice", [i, c], kernel="6.12.118+deb13-amd64"),
+                              hardware_corrupted_delta_kb=8,
+                              facts=(("memory_failure_stats", "total +2, recovered +2"),))
+    v = judge(obs)
+    assert v.verdict == KNOWN_DEVIATION
+    fields = {c.field: c.verdict for c in v.checks}
+    assert fields["injection2"] == fields["memory_failure_stats"] == KNOWN_DEVIATION
+    # on 6.1 the counters do not exist, and that is what is expected there
+    old = dataclasses.replace(obs, kernel="6.1.0-56-amd64", facts=(("memory_failure_stats", "absent"),))
+    assert {c.field: c.verdict for c in judge(old).checks}["memory_failure_stats"] == PASS
+
+
+def test_clear_on_write_deviation_only_without_clear_error():
+    r = dataclasses.replace(participant("R", maps=False), io=(
+        ("read", "Input/output error"), ("pread", "Input/output error"),
+        ("odirect_read", "Input/output error"), ("write_partial", "Bad address"),
+        ("write_page", "Bad address"), ("pread_after_write", "Input/output error")))
+    i = participant("I", maps=False, injection="ok")
+    m = participant("M")
+    base = dataclasses.replace(observation("badblocks-file-io", [i, m, r]), badblocks=("4168 8",))
+    emulated = dataclasses.replace(base, facts=(("nd_bus_commands", "ars_cap ars_start"),))
+    assert judge(emulated).verdict == KNOWN_DEVIATION
+    real = dataclasses.replace(base, facts=(("nd_bus_commands", "ars_cap clear_error"),))
+    assert judge(real).verdict == FAIL
+    assert observed_value(base, "kernel", "badblocks") == "1 bad range"
+
+
+def test_race_violations():
+    race = races.RACES[0]
+    ok = Iteration(0, 3, 100, 200, "Device or resource busy", "ok", ())
+    assert violations(race, ok) == []
+    bad = Iteration(1, 3, 100, 200, "Invalid argument", "ok", ("BUS_MCEERR_AO",))
+    found = violations(race, bad)
+    assert len(found) == 2 and "late-kill mapper" in found[1]
+    for r in races.RACES:
+        assert EXPECTATIONS[r.name][0].field == "violations"
