@@ -50,7 +50,7 @@ class Reply:
 class _Worker(threading.Thread):
     """One more thread of a participant: it runs the ops it is handed, one at a time."""
 
-    def __init__(self, child: "_Child") -> None:
+    def __init__(self, child: _Child) -> None:
         super().__init__(daemon=True)
         self.child = child
         self.requests: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
@@ -85,10 +85,10 @@ class _Child:
         try:
             if op == "on_thread":  # run an op on thread N and wait for it
                 worker = self.workers[args["thread"] - 1]
-                worker.requests.put((args["op"], args.get("args", {})))
+                worker.requests.put((args["do"], args.get("args", {})))
                 return worker.replies.get()
             if op == "start_on_thread":  # hand thread N an op; its reply waits for wait_thread
-                self.workers[args["thread"] - 1].requests.put((args["op"], args.get("args", {})))
+                self.workers[args["thread"] - 1].requests.put((args["do"], args.get("args", {})))
                 return {"ok": True, "value": None}
             if op == "wait_thread":
                 return self.workers[args["thread"] - 1].replies.get(timeout=args["timeout"])
@@ -135,10 +135,10 @@ class _Child:
         finally:
             os.close(fd)
 
-    def op_after(self, seconds: float, op: str, args: dict[str, Any]) -> Any:
-        """Sleep, then run ``op``: the racing half of a race."""
+    def op_after(self, seconds: float, do: str, args: dict[str, Any]) -> Any:
+        """Sleep, then run ``do``: the racing half of a race."""
         time.sleep(seconds)
-        reply = self.dispatch(op, args)
+        reply = self.dispatch(do, args)
         if not reply["ok"]:
             raise OSError(reply.get("errno") or 0, reply.get("error"))
         return reply["value"]

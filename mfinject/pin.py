@@ -40,13 +40,13 @@ def _run(cmd: list[str], fix: str) -> str:
 def delayed_device(delay_ms: int, size: int = 1 << 20) -> Iterator[str]:
     """A block device whose every I/O completes ``delay_ms`` late; always removed."""
     _run(["modprobe", "dm_delay"], "the kernel needs CONFIG_DM_DELAY")
-    backing = tempfile.NamedTemporaryFile(prefix="mfinject-delay-", dir="/run", delete=False)
+    fd, backing = tempfile.mkstemp(prefix="mfinject-delay-", dir="/run")
     name = f"mfinject-delay-{os.getpid()}"
     loop = None
     try:
-        backing.truncate(size)
-        backing.close()
-        loop = _run(["losetup", "--find", "--show", backing.name],
+        os.ftruncate(fd, size)
+        os.close(fd)
+        loop = _run(["losetup", "--find", "--show", backing],
                     "apt-get install mount (losetup); the kernel needs CONFIG_BLK_DEV_LOOP")
         _run(["dmsetup", "create", name, "--table",
               f"0 {size // 512} delay {loop} 0 {delay_ms}"], "apt-get install dmsetup")
@@ -58,4 +58,4 @@ def delayed_device(delay_ms: int, size: int = 1 << 20) -> Iterator[str]:
         if loop:
             with contextlib.suppress(PinError):
                 _run(["losetup", "-d", loop], "apt-get install mount")
-        os.unlink(backing.name)
+        os.unlink(backing)

@@ -17,8 +17,19 @@ from mfinject.expectations.model import (
     Source,
 )
 from mfinject.kernel import Version
-from mfinject.scenarios import (access, badblocks, fileio, first, locking, pinned, pmd, policy,
-                                races, shared, threads)
+from mfinject.scenarios import (
+    access,
+    badblocks,
+    fileio,
+    first,
+    locking,
+    pinned,
+    pmd,
+    policy,
+    races,
+    shared,
+    threads,
+)
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
 PMD_LSB = "21"  # log2(2 MiB): a PMD mapping

@@ -1,7 +1,17 @@
 """Every scenario the suite runs, in report order."""
 
-from mfinject.scenarios import (access, badblocks, fileio, first, locking, pinned, pmd, policy,
-                                shared, threads)
+from mfinject.scenarios import (
+                                access,
+                                badblocks,
+                                fileio,
+                                first,
+                                locking,
+                                pinned,
+                                pmd,
+                                policy,
+                                shared,
+                                threads,
+)
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
              + pmd.SCENARIOS + badblocks.SCENARIOS + threads.SCENARIOS + fileio.SCENARIOS

@@ -123,11 +123,11 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
                 REFLINK: ("ficlone", {"src": path, "dst": path + ".clone"}),
             }[race.racer]
             with ftrace.trace_injection(trace_session) as trace:
-                i_p.call("start_on_thread", thread=1, op="after",
-                         args={"seconds": d_inj, "op": "write_file",
+                i_p.call("start_on_thread", thread=1, do="after",
+                         args={"seconds": d_inj, "do": "write_file",
                                "args": {"path": CORRUPT_PFN, "data": f"{entry.pfn:#x}\n"}})
-                r.call("start_on_thread", thread=1, op="after",
-                       args={"seconds": d_race, "op": racer_op[0], "args": racer_op[1]})
+                r.call("start_on_thread", thread=1, do="after",
+                       args={"seconds": d_race, "do": racer_op[0], "args": racer_op[1]})
                 inj = i_p.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S)
                 rac = r.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S)
                 tracer.settle(0.05, SETTLE_LIMIT_S)
@@ -168,8 +168,8 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
         ("racer_outcomes", ", ".join(f"{k} x{v}" for k, v in sorted(racers.items()))),
         ("paths", ", ".join(f"{k} x{v}" for k, v in sorted(paths_seen.items()))),
         ("violations", "none" if not bad else f"{len(bad)}: " + " | ".join(bad[:5])),
-        ("reproduce", f"--mfinject-seed {seed} --mfinject-race-iterations {iterations} "
-                      f"-k '{race.name} and {mount.kind.name}'"),
+        ("reproduce", (f"--mfinject-seed {seed} --mfinject-race-iterations {iterations} "
+                       f"-k '{race.name} and {mount.kind.name}'")),
     )
     return Observation(
         scenario=race.name, title=race.title, injector="corrupt-pfn", fs=mount.kind.name,

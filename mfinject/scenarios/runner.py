@@ -49,7 +49,7 @@ class _OnThread:
 
     def request(self, op: str, **args: object) -> Reply | None:
         # the worker's reply is passed through as the reply to "on_thread"
-        return self.p.request("on_thread", thread=self.thread, op=op, args=args)
+        return self.p.request("on_thread", thread=self.thread, do=op, args=args)
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             if role.threads:
                 p.start_threads(role.threads)
             for thread, pol in role.thread_policies:
-                reply = p.call("on_thread", thread=thread, op="mce_kill", args={"policy": pol})
+                p.call("on_thread", thread=thread, do="mce_kill", args={"policy": pol})
             policies[role.name] = POLICY_NAMES.get(p.call("mce_kill_get"), "?")
             if role.maps and not role.maps_after:
                 addr = p.call("mmap", path=files[role.maps_file], offset=0,
@@ -268,7 +268,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 pins[role.name] = _reply_text(p.request("io_uring_register", addr=vaddrs[role.name],
                                                         length=PAGE_SIZE), "registered")
             elif role.pin == "odirect":
-                p.call("start_on_thread", thread=1, op="odirect_into",
+                p.call("start_on_thread", thread=1, do="odirect_into",
                        args={"device": pin_device, "addr": vaddrs[role.name],
                              "length": PAGE_SIZE})
                 time.sleep(PIN_SETTLE_S)
