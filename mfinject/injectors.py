@@ -120,4 +120,25 @@ class BadblocksInjector:
         return Injection(self.name, by.name, pfn, vaddr, reply)
 
 
-INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector, BadblocksInjector)}
+class UnbindInjector:
+    """Not poison: the namespace under a mounted filesystem is disabled (unbound).
+
+    From v6.8 (commit fa422b353d21) the pmem driver tells the filesystem first
+    (MF_MEM_PRE_REMOVE), and XFS with rmapbt revokes every DAX mapping of the
+    device. The participant runs ``ndctl disable-namespace``.
+    """
+
+    name = "unbind"
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        check_pfn(self.namespace, pfn)
+        log.info("%s: ndctl disable-namespace %s (mounted)", by.name, self.namespace.name)
+        reply = by.request("run", argv=["ndctl", "disable-namespace", self.namespace.name])
+        return Injection(self.name, by.name, pfn, vaddr, reply)
+
+
+INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector, BadblocksInjector,
+                                 UnbindInjector)}

@@ -143,6 +143,14 @@ class _Child:
             raise OSError(reply.get("errno") or 0, reply.get("error"))
         return reply["value"]
 
+    def op_run(self, argv: list[str]) -> str:
+        """Run a command; a non-zero exit is an error carrying its stderr."""
+        import subprocess
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=25, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
     def op_truncate(self, path: str, length: int) -> None:
         os.truncate(path, length)
 

@@ -40,6 +40,7 @@ def _run(cmd: list[str], fix: str) -> str:
 def delayed_device(delay_ms: int, size: int = 1 << 20) -> Iterator[str]:
     """A block device whose every I/O completes ``delay_ms`` late; always removed."""
     _run(["modprobe", "dm_delay"], "the kernel needs CONFIG_DM_DELAY")
+    _run(["modprobe", "loop"], "the kernel needs CONFIG_BLK_DEV_LOOP")
     fd, backing = tempfile.mkstemp(prefix="mfinject-delay-", dir="/run")
     name = f"mfinject-delay-{os.getpid()}"
     loop = None

@@ -88,7 +88,7 @@ def settings(config: pytest.Config) -> Settings:
 
 
 DEFAULT_SEED = 20221125
-DEFAULT_RACE_ITERATIONS = 16
+DEFAULT_RACE_ITERATIONS = 32
 SEED_KEY = pytest.StashKey[int]()
 
 

@@ -29,6 +29,7 @@ from mfinject.scenarios import (
     races,
     shared,
     threads,
+    unbind,
 )
 
 PTE_LSB = "12"  # log2(4096): a PTE mapping of one 4 KiB page
@@ -195,10 +196,16 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     pinned.CORRUPT_PFN_PINNED_IO_URING.name: outside_injector("I") + (
         Expect("P", "pin", "Operation not supported", src.FOLL_LONGTERM_FSDAX),
     ) + bystander_early("P"),
+    # the holder is told before the device goes: every mapping is revoked
+    unbind.UNBIND_MOUNTED.name: (
+        Expect("I", "injection", "ok", src.COMMIT_PRE_REMOVE),
+        Expect("kernel", "path", "notify_failure", src.COMMIT_PRE_REMOVE),
+    ) + signalled("M", "BUS_MCEERR_AO", src.PRE_REMOVE_ALL_TASKS, src.COMMIT_PRE_REMOVE),
 }
 # memory_failure() is not involved in the badblocks path: no path, no counter
 _NO_POISON_PAGE = {s.name for s in locking.SCENARIOS} - {locking.CORRUPT_PFN_TWICE.name}
-_NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name}
+_NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name,
+                                                               unbind.UNBIND_MOUNTED.name}
 EXPECTATIONS = {
     name: (() if name in _NO_MEMORY_FAILURE else PATH)
     + (() if name in _NO_POISON_PAGE | _NO_MEMORY_FAILURE else HW_CORRUPTED) + exps

@@ -186,3 +186,14 @@ DAX_LOCK_RACE = Source(
     "(a page leaving its file is either locked in the file it is still in, or not locked at "
     "all and the injection ends with -EBUSY; a late-kill mapper is only unmapped)",
 )
+COMMIT_PRE_REMOVE = Source(
+    "commit fa422b353d21",
+    "mm, pmem, xfs: Introduce MF_MEM_PRE_REMOVE for unbind",
+    "v6.8",
+)
+PRE_REMOVE_ALL_TASKS = Source(
+    "mm/memory-failure.c collect_procs_fsdax()",
+    "Search for all tasks while MF_MEM_PRE_REMOVE is set, because the current may not be the "
+    "one accessing the fsdax page. (each mapper is collected whatever its kill policy, and "
+    "kill_proc() sends it BUS_MCEERR_AO)",
+)

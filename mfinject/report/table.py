@@ -34,12 +34,39 @@ def _observed_participant(p: dict[str, Any]) -> str:
     return f"{p['name']}: " + " ".join(bits)
 
 
+_ERRNO_SHORT = {"Input/output error": "EIO", "Bad address": "EFAULT",
+                "Operation not supported": "EOPNOTSUPP", "Device or resource busy": "EBUSY",
+                "Memory page has hardware error": "EHWPOISON"}
+
+
+def _short(text: str) -> str:
+    for long, short in _ERRNO_SHORT.items():
+        text = text.replace(long, short)
+    return text
+
+
+def facts_line(obs: dict[str, Any]) -> str | None:
+    """Run-wide facts worth a line: a race's seed and outcomes, the node counters."""
+    facts = dict(obs.get("facts") or [])
+    if "seed" in facts:
+        return _short(f"seed {facts['seed']}, {facts.get('iterations')} iterations: inject "
+                      f"{facts.get('injection_outcomes')}; racer {facts.get('racer_outcomes')}; "
+                      f"violations: {facts.get('violations')}")
+    stats = facts.get("memory_failure_stats")
+    if stats and stats != "absent":
+        return f"node memory_failure: {stats}"
+    return None
+
+
 def observed_cell(r: ScenarioResult) -> str:
     if r.observation is None:
         return r.message.splitlines()[0] if r.message else "-"
     lines = [_observed_participant(p) for p in r.observation["participants"]]
     lines.append(f"path: {r.observation.get('path_observed', 'not traced')}, HardwareCorrupted "
                  f"+{r.observation.get('hardware_corrupted_delta_kb')} kB")
+    extra = facts_line(r.observation)
+    if extra:
+        lines.append(extra)
     return "\n".join(lines)
 
 
@@ -99,9 +126,17 @@ def _signature(p: dict[str, Any]) -> str:
         later += f", pread: {p['read']}"
     if p.get("unpoison"):
         later += f", unpoison: {p['unpoison']}"
+    if p.get("signal_thread") and p["signal_thread"] != "main thread":
+        sig += f" to {p['signal_thread']}"
+    if p.get("injection2"):
+        later += f", again: {p['injection2']}"
+    if p.get("pin"):
+        later += f", pin: {p['pin'].removeprefix('O_DIRECT read in flight at the injection: ')}"
+    if p.get("io"):
+        later += ", io " + " ".join(f"{k}={v}" for k, v in p["io"])
     inject = f" write: {p['injection']}" if p.get("injection") not in (None, "ok",
                                                                         "caller killed") else ""
-    return f"{p['name']}:{sig}{state}{inject}{later}"
+    return _short(f"{p['name']}:{sig}{state}{inject}{later}")
 
 
 def short_cell(r: ScenarioResult) -> str:
@@ -114,8 +149,10 @@ def short_cell(r: ScenarioResult) -> str:
             return "pass"
         first = r.message.splitlines()[0] if r.message else ""
         return f"{r.verdict.upper()} {first[:60]}"
+    extra = facts_line(r.observation)
     sigs = "\n".join([*(_signature(p) for p in r.observation["participants"]),
-                      f"via {r.observation.get('path_observed', '?')}"])
+                      f"via {r.observation.get('path_observed', '?')}",
+                      *([extra] if extra else [])])
     if r.verdict == PASS:
         return f"pass {sigs}"
     bad = [c for c in r.checks if c["verdict"] != PASS]

@@ -77,6 +77,10 @@ class Scenario:
     inject_twice: bool = False
     # the scenario needs a filesystem with reflink (FICLONE); elsewhere it is not meaningful
     needs_reflink: bool = False
+    # the scenario is meaningful only on this memory-failure path, from this release
+    only_path: str | None = None
+    since: tuple[int, int] | None = None
+    why_limited: str = ""
 
     @property
     def injecting_role(self) -> Role:

@@ -184,6 +184,17 @@ def _reply_text(reply: Reply | None, ok: str = "ok") -> str:
     return os.strerror(reply.errno) if reply.errno else str(reply.error)
 
 
+def _check_meaningful(scenario: Scenario, mount: fs.Mount) -> None:
+    if scenario.only_path and mount.kind.path != scenario.only_path:
+        raise NotMeaningful(f"{scenario.name} on {mount.kind.name} ({mount.kind.path} path): "
+                            + scenario.why_limited)
+    if scenario.since:
+        v = kernel.Version.parse(kernel.release())
+        if (v.major, v.minor) < scenario.since:
+            raise NotMeaningful(f"{scenario.name} on {kernel.release()}: "
+                                + scenario.why_limited)
+
+
 def _files(scenario: Scenario, mount: fs.Mount) -> dict[str, str]:
     path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL,
                           align=scenario.map_size >= PMD_SIZE)
@@ -201,6 +212,7 @@ def _files(scenario: Scenario, mount: fs.Mount) -> dict[str, str]:
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         trace_session: ftrace.FunctionTrace | None = None) -> Observation:
     started = time.monotonic()
+    _check_meaningful(scenario, mount)
     files = _files(scenario, mount)
     path = files["main"]
     injector = INJECTORS[scenario.injector](namespace)

@@ -21,7 +21,7 @@ from .samples import VA_A, VA_C, ao, ar, observation, participant
 
 
 def test_every_scenario_has_expectations_with_sources():
-    for sc in catalogue.SCENARIOS:
+    for sc in catalogue.ALL:
         exps = EXPECTATIONS[sc.name]
         assert exps, sc.name
         names = {r.name for r in sc.roles} | {"kernel"}

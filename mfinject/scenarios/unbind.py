@@ -1,0 +1,24 @@
+"""Unbinding the namespace under a mounted filesystem.
+
+21. unbind-mounted: M (default policy) maps and faults a page of a file;
+    I disables the namespace (ndctl disable-namespace) while it is mounted.
+    From v6.8 the pmem driver first sends MF_MEM_PRE_REMOVE to the holder,
+    and XFS with rmapbt revokes every DAX mapping, signalling every mapper
+    whatever its kill policy. Elsewhere nothing tells the filesystem or the
+    mappers, so the scenario is not run there.
+"""
+
+from mfinject.fs import NOTIFY_FAILURE
+from mfinject.scenarios import Role, Scenario
+
+UNBIND_MOUNTED = Scenario(
+    "unbind-mounted", "the namespace is disabled under a mounted XFS with a mapped file",
+    "unbind",
+    (Role("I", maps=False, injects=True), Role("M", maps=True)),
+    only_path=NOTIFY_FAILURE, since=(6, 8),
+    why_limited=("unbinding a mounted fsdax namespace is handled from v6.8 (commit "
+                 "fa422b353d21, MF_MEM_PRE_REMOVE) and only for a holder that implements "
+                 "->notify_failure (XFS with rmapbt); not run here"),
+)
+
+SCENARIOS = (UNBIND_MOUNTED,)
