@@ -1,11 +1,11 @@
 """What a late-kill mapper gets when it touches the page after the injection.
 
-5. madvise-late-access: A poisons its mapping with madvise while B (late
-   kill) maps the page; then B loads from it again.
-6. corrupt-pfn-late-only: I, who maps nothing, poisons the PFN while only B
-   (late kill) maps it; then B loads from it again. No process qualifies for
-   a signal at injection time here, which is where the generic and
-   notify_failure paths decide whether to unmap at all.
+- madvise-late-access: A poisons its mapping with madvise while B (late
+  kill) maps the page; then B loads from it again.
+- corrupt-pfn-late-only: I, who maps nothing, poisons the PFN while only B
+  (late kill) maps it; then B loads from it again. No process qualifies for
+  a signal at injection time here, which is where the generic and
+  notify_failure paths decide whether to unmap at all.
 """
 
 from mfinject.scenarios import DEFAULT, Role, Scenario

@@ -1,10 +1,10 @@
 """The badblocks path: a media error the pmem driver knows about.
 
-12. badblocks: I records a bad block over the page in
-    /sys/block/pmemN/badblocks while B maps it; then N maps the page and
-    faults it in, R reads it with pread(), and B loads through its old
-    mapping. Unlike the software-injected path (memory_failure()), this is
-    the record the fsdax fault path consults.
+- badblocks: I records a bad block over the page in
+  /sys/block/pmemN/badblocks while B maps it; then N maps the page and
+  faults it in, R reads it with pread(), and B loads through its old
+  mapping. Unlike the software-injected path (memory_failure()), this is
+  the record the fsdax fault path consults.
 """
 
 from mfinject.scenarios import Role, Scenario

@@ -1,10 +1,10 @@
 """File I/O on a poisoned page, through the file rather than a mapping.
 
-16. corrupt-pfn-file-io: M learnt the page's PFN and unmapped it; I
-    poisons it with corrupt-pfn; R then read()s, pread()s and O_DIRECT-reads
-    the page, writes 16 bytes into it, writes the whole page, and reads back.
-17. badblocks-file-io: the same, over a pmem bad block instead: the record
-    the pmem driver consults, and that a whole-page write should clear.
+- corrupt-pfn-file-io: M learnt the page's PFN and unmapped it; I
+  poisons it with corrupt-pfn; R then read()s, pread()s and O_DIRECT-reads
+  the page, writes 16 bytes into it, writes the whole page, and reads back.
+- badblocks-file-io: the same, over a pmem bad block instead: the record
+  the pmem driver consults, and that a whole-page write should clear.
 """
 
 from mfinject.scenarios import Role, Scenario

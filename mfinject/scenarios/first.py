@@ -1,10 +1,10 @@
 """The first scenarios: one page, PTE-mapped, poisoned once.
 
-1. madvise-self: a process poisons a page it maps.
-2. madvise-late: as 1, with a second mapper under the default (late) policy.
-3. madvise-early: as 1, with a second mapper that asked for early kill.
-4. corrupt-pfn: a process that maps nothing writes the PFN to corrupt-pfn
-   while a late-kill and an early-kill process map the page.
+- madvise-self: a process poisons a page it maps.
+- madvise-late: as madvise-self, with a second mapper under the default (late) policy.
+- madvise-early: as madvise-self, with a second mapper that asked for early kill.
+- corrupt-pfn: a process that maps nothing writes the PFN to corrupt-pfn
+  while a late-kill and an early-kill process map the page.
 """
 
 from mfinject.scenarios import DEFAULT, EARLY, Role, Scenario

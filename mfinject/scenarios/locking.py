@@ -4,13 +4,13 @@ An fsdax page's page->mapping may change while its refcount is zero, so
 memory-failure must pin the pgmap, read the mapping under RCU and recheck it
 under the xarray lock (dax_lock_page(), later dax_lock_folio()).
 
-8. corrupt-pfn-unmapped: M mapped and touched the page, then unmapped it;
-   the file still owns the block. Nobody maps it when I poisons it.
-9. corrupt-pfn-truncated: as 8, and the file was truncated to 0 before the
-   injection: the page belongs to no file (page->mapping is NULL).
-10. corrupt-pfn-unpoison: as 8, then I writes the PFN to unpoison-pfn.
-11. corrupt-pfn-twice: C (early kill) maps the page; I poisons it, and
-    once that has settled, poisons the already poisoned page again.
+- corrupt-pfn-unmapped: M mapped and touched the page, then unmapped it;
+  the file still owns the block. Nobody maps it when I poisons it.
+- corrupt-pfn-truncated: as corrupt-pfn-unmapped, and the file was truncated to 0 before the
+  injection: the page belongs to no file (page->mapping is NULL).
+- corrupt-pfn-unpoison: as corrupt-pfn-unmapped, then I writes the PFN to unpoison-pfn.
+- corrupt-pfn-twice: C (early kill) maps the page; I poisons it, and
+  once that has settled, poisons the already poisoned page again.
 """
 
 from mfinject.scenarios import EARLY, Role, Scenario

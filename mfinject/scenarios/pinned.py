@@ -1,10 +1,10 @@
 """Poison on a page that something else holds a reference to.
 
-19. corrupt-pfn-pinned-odirect: P (late kill) has an O_DIRECT read from a
-    dm-delay device in flight into its mapping of the page (thread 1), so
-    the block layer pins the page (FOLL_PIN) for about 3 s; I poisons it.
-20. corrupt-pfn-pinned-io-uring: P (early kill) tries to register its
-    mapping as an io_uring fixed buffer (a long-term pin), then I poisons it.
+- corrupt-pfn-pinned-odirect: P (late kill) has an O_DIRECT read from a
+  dm-delay device in flight into its mapping of the page (thread 1), so
+  the block layer pins the page (FOLL_PIN) for about 3 s; I poisons it.
+- corrupt-pfn-pinned-io-uring: P (early kill) tries to register its
+  mapping as an io_uring fixed buffer (a long-term pin), then I poisons it.
 """
 
 from mfinject.scenarios import EARLY, LATE, Role, Scenario

@@ -1,12 +1,13 @@
 """PMD mappings: a 2 MiB-aligned extent mapped by one page-table entry.
 
-10. madvise-self-pmd: A maps 2 MiB of the file with a PMD and poisons its
-    first 4 KiB page with madvise.
-11. corrupt-pfn-pmd: I, who maps nothing, poisons that page while C (early
-    kill) maps the 2 MiB with a PMD.
+- madvise-self-pmd: A maps 2 MiB of the file with a PMD and poisons its
+  first 4 KiB page with madvise.
+- corrupt-pfn-pmd: I, who maps nothing, poisons that page while C (early
+  kill) maps the 2 MiB with a PMD.
 
-The PMD is confirmed through smaps FilePmdMapped before the injection; a
-filesystem that cannot give one makes the scenario an error, never a pass.
+The PMD is confirmed before the injection through the fs_dax:dax_pmd_fault_done
+tracepoint (smaps FilePmdMapped does not count DAX PMDs); a filesystem that
+cannot give one makes the scenario an error, never a pass.
 """
 
 from mfinject.scenarios import EARLY, PMD_SIZE, Role, Scenario

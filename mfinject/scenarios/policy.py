@@ -1,7 +1,7 @@
 """The system-wide kill policy: vm.memory_failure_early_kill=1.
 
-7. sysctl-early: corrupt-pfn by I while B maps the page with the default
-   policy, under vm.memory_failure_early_kill=1: B is an early-kill process.
+- sysctl-early: corrupt-pfn by I while B maps the page with the default
+  policy, under vm.memory_failure_early_kill=1: B is an early-kill process.
 """
 
 from mfinject.scenarios import DEFAULT, Role, Scenario

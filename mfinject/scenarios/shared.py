@@ -1,9 +1,9 @@
 """Reflink: one block shared by two files (XFS with rmapbt and reflink only).
 
-18. corrupt-pfn-reflink: clone.dat is a FICLONE copy of the scenario file,
-    so both files own the same block. X maps the file and Y maps the clone,
-    both early kill; I poisons the shared page. XFS walks its reverse map
-    and has the mappers of every owner killed.
+- corrupt-pfn-reflink: clone.dat is a FICLONE copy of the scenario file,
+  so both files own the same block. X maps the file and Y maps the clone,
+  both early kill; I poisons the shared page. XFS walks its reverse map
+  and has the mappers of every owner killed.
 """
 
 from mfinject.scenarios import EARLY, Role, Scenario

@@ -1,12 +1,12 @@
 """Signals to threads, and the kill policy across fork.
 
-13. madvise-thread: A has two more threads; thread 2 poisons the page with
-    madvise(): BUS_MCEERR_AR goes to thread 2 alone.
-14. corrupt-pfn-early-thread: C's main thread keeps the default (late)
-    policy; its thread 2 sets PR_MCE_KILL early. I poisons the page: the AO
-    signal goes to the designated thread 2.
-15. corrupt-pfn-fork-early: C's parent set PR_MCE_KILL early and forked C;
-    C inherited the policy and gets the AO signal.
+- madvise-thread: A has two more threads; thread 2 poisons the page with
+  madvise(): BUS_MCEERR_AR goes to thread 2 alone.
+- corrupt-pfn-early-thread: C's main thread keeps the default (late)
+  policy; its thread 2 sets PR_MCE_KILL early. I poisons the page: the AO
+  signal goes to the designated thread 2.
+- corrupt-pfn-fork-early: C's parent set PR_MCE_KILL early and forked C;
+  C inherited the policy and gets the AO signal.
 """
 
 from mfinject.scenarios import EARLY, Role, Scenario

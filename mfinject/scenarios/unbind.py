@@ -1,11 +1,11 @@
 """Unbinding the namespace under a mounted filesystem.
 
-21. unbind-mounted: M (default policy) maps and faults a page of a file;
-    I disables the namespace (ndctl disable-namespace) while it is mounted.
-    From v6.8 the pmem driver first sends MF_MEM_PRE_REMOVE to the holder,
-    and XFS with rmapbt revokes every DAX mapping, signalling every mapper
-    whatever its kill policy. Elsewhere nothing tells the filesystem or the
-    mappers, so the scenario is not run there.
+- unbind-mounted: M (default policy) maps and faults a page of a file;
+  I disables the namespace (ndctl disable-namespace) while it is mounted.
+  From v6.8 the pmem driver first sends MF_MEM_PRE_REMOVE to the holder,
+  and XFS with rmapbt revokes every DAX mapping, signalling every mapper
+  whatever its kill policy. Elsewhere nothing tells the filesystem or the
+  mappers, so the scenario is not run there.
 """
 
 from mfinject.fs import NOTIFY_FAILURE
