@@ -244,6 +244,19 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                    "function_graph tracer on 6.12; seen on 6.1, 6.12 and 7.3, both paths). It "
                    "stays poisoned until its namespace is disabled and enabled again.",
                    src.UNPOISON_MEMORY),
+    # before v6.2 a block shared by two files cannot be mapped from both
+    KnownDeviation(shared.CORRUPT_PFN_REFLINK.name, "kernel", "health",
+                   r"(WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W)"
+                   r"(; (WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W))*",
+                   KERNEL_DEVIATION, "mapping a reflinked block from the second file hits "
+                   "WARN_ON_ONCE(page->mapping) in dax_associate_entry() (seen at "
+                   "fs/dax.c:380 dax_insert_entry on 6.1, and dax_disassociate_entry at "
+                   "unmount): a fsdax page could belong to one file only until shared pages "
+                   "got page->share (the kernel itself warns 'DAX enabled. Warning: "
+                   "EXPERIMENTAL' on this XFS). Memory-failure on the shared block itself "
+                   "still signals both mappers.",
+                   src.COMMIT_DAX_SHARE, kernels=KernelRange(until=Version(6, 2, 0)),
+                   observed_regex=True),
     KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "I", "injection2", "ok", KERNEL_DEVIATION,
                    _TWICE, src.ALREADY_POISONED),
     KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "kernel", "hardware_corrupted_kb", "+8",

@@ -61,14 +61,30 @@ def observed_field(p: ParticipantObs, field: str) -> str:
     raise KeyError(field)
 
 
-def with_health(verdict: Verdict, findings: list[str]) -> Verdict:
-    """Add the kernel-health check: a splat or new taint fails the scenario."""
+def with_health(verdict: Verdict, findings: list[str], obs: Observation | None = None,
+                deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:
+    """Add the kernel-health check: a splat or new taint fails the scenario,
+    unless a known deviation for this scenario and kernel covers all of it."""
     from mfinject.expectations.sources import CODING_STYLE_WARN
+    from mfinject.observers.health import signature
 
     if not findings:
         check = Check("kernel", "health", "no splat", "no splat", PASS, CODING_STYLE_WARN.cite())
         return Verdict(verdict.verdict, (*verdict.checks, check))
     observed = "; ".join(findings)
+    known = None
+    if obs is not None:
+        sig = signature(findings)
+        version = Version.parse(obs.kernel)
+        known = next((d for d in deviations if d.covers(obs.scenario, "kernel", "health", sig,
+                                                         obs.path, version)), None)
+    if known is not None:
+        check = Check("kernel", "health", "no splat", observed, KNOWN_DEVIATION,
+                      CODING_STYLE_WARN.cite(),
+                      f"kernel health: {observed}: deviates from {CODING_STYLE_WARN.cite()}. "
+                      f"Known deviation ({known.kind}): {known.explanation} "
+                      f"[{known.source.cite()}]")
+        return Verdict(combine([verdict.verdict, KNOWN_DEVIATION]), (*verdict.checks, check))
     check = Check("kernel", "health", "no splat", observed, FAIL, CODING_STYLE_WARN.cite(),
                   f"kernel health: {observed}: deviates from {CODING_STYLE_WARN.cite()}")
     return Verdict(combine([verdict.verdict, FAIL]), (*verdict.checks, check))

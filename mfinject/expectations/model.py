@@ -10,6 +10,7 @@ is a failure, and the message quotes the source it deviates from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from mfinject.kernel import Version
@@ -96,11 +97,16 @@ class KnownDeviation:
         name, word = self.fact_lacks
         return word not in dict(facts).get(name, "").split()
 
+    # ``observed`` is a regular expression the whole observed value must match
+    observed_regex: bool = False
+
     def covers(self, scenario: str, participant: str, fld: str, observed: str,
                path: str, version: Version) -> bool:
-        return (self.scenario, self.participant, self.field, self.observed) == \
-            (scenario, participant, fld, observed) and path in self.paths \
-            and self.kernels.holds(version)
+        if (self.scenario, self.participant, self.field) != (scenario, participant, fld):
+            return False
+        same = (re.fullmatch(self.observed, observed) is not None if self.observed_regex
+                else self.observed == observed)
+        return same and path in self.paths and self.kernels.holds(version)
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,8 @@ PRE_REMOVE_ALL_TASKS = Source(
     "one accessing the fsdax page. (each mapper is collected whatever its kill policy, and "
     "kill_proc() sends it BUS_MCEERR_AO)",
 )
+COMMIT_DAX_SHARE = Source(
+    "commit 16900426586d",
+    "fsdax: introduce page->share for fsdax in reflink mode",
+    "v6.2",
+)

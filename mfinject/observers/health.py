@@ -102,3 +102,27 @@ def describe(found: list[Finding], records: list[KmsgRecord], context: int = 12)
         lines.append("dmesg excerpt:")
         lines += [f"  {t}" for t in texts[max(0, i - 3): i + context]]
     return "\n".join(lines)
+
+
+_WARN_AT = re.compile(r"WARNING: .*? at (\S+?):\d+ (\w+)")
+_TAINT = re.compile(r"taint flags (\S+) ")
+
+
+def signature(findings: list[str]) -> str:
+    """A stable summary of findings ("kind: line" strings), without timestamps
+    or line numbers: "WARN fs/dax.c dax_insert_entry; new taint W"."""
+    keys: list[str] = []
+    for f in findings:
+        if "cut here" in f:
+            continue
+        m = _WARN_AT.search(f)
+        if m:
+            key = f"WARN {m[1]} {m[2]}"
+        elif f.startswith("new taint"):
+            t = _TAINT.search(f)
+            key = f"new taint {t[1] if t else '?'}"
+        else:
+            key = re.sub(r"\[\s*\d+\.\d+\]\s*", "", f)
+        if key not in keys:
+            keys.append(key)
+    return "; ".join(keys)

@@ -150,7 +150,8 @@ def short_cell(r: ScenarioResult) -> str:
         first = r.message.splitlines()[0] if r.message else ""
         return f"{r.verdict.upper()} {first[:60]}"
     extra = facts_line(r.observation)
-    sigs = "\n".join([*(_signature(p) for p in r.observation["participants"]),
+    is_race = "seed" in dict(r.observation.get("facts") or [])
+    sigs = "\n".join([*(() if is_race else (_signature(p) for p in r.observation["participants"])),
                       f"via {r.observation.get('path_observed', '?')}",
                       *([extra] if extra else [])])
     if r.verdict == PASS:

@@ -79,3 +79,21 @@ def test_race_violations():
     assert len(found) == 2 and "late-kill mapper" in found[1]
     for r in races.RACES:
         assert EXPECTATIONS[r.name][0].field == "violations"
+
+
+def test_health_signature_and_known_warn_on_old_kernels():
+    from mfinject.expectations.evaluate import with_health
+    from mfinject.expectations.model import Verdict
+    from mfinject.observers.health import signature
+
+    found = ["WARN: [  192.908776] ------------[ cut here ]------------",
+             "WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
+             "dax_insert_entry+0x227/0x320",
+             "new taint: taint flags W (0x200) appeared during the test"]
+    assert signature(found) == "WARN fs/dax.c dax_insert_entry; new taint W"
+    obs = observation("corrupt-pfn-reflink", [], path="notify_failure", fs="xfs-rmapbt")
+    assert with_health(Verdict(PASS), found, obs).verdict == KNOWN_DEVIATION
+    newer = dataclasses.replace(obs, kernel="6.12.118+deb13-amd64")
+    assert with_health(Verdict(PASS), found, newer).verdict == FAIL
+    other = dataclasses.replace(obs, scenario="corrupt-pfn")
+    assert with_health(Verdict(PASS), found, other).verdict == FAIL
