@@ -107,6 +107,7 @@ HW_CORRUPTED = (Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWAR
 
 # the per-node counters (commit 44b8f8bf2438, v6.4): one raw poisoned page, recovered
 _V6_4 = Version(6, 4, 0)
+_V6_5 = Version(6, 5, 0)
 ONE_PAGE_STATS = (
     Expect("kernel", "memory_failure_stats", "total +1, recovered +1", src.NODE_STATS,
            kernels=KernelRange(since=_V6_4)),
@@ -145,6 +146,11 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     badblocks.BADBLOCKS.name: (
         Expect("I", "injection", "ok", src.DAX_MEDIA_ERRORS),
         Expect("N", "fault", "SIGBUS", src.DAX_MEDIA_ERRORS),
+        # which SIGBUS: the fault path learnt to say hardware poison in v6.5
+        Expect("N", "access", "SIGBUS BUS_ADRERR", src.COMMIT_DAX_HWPOISON,
+               kernels=KernelRange(until=_V6_5)),
+        Expect("N", "access", "SIGBUS BUS_MCEERR_AR", src.COMMIT_DAX_HWPOISON,
+               kernels=KernelRange(since=_V6_5)),
     ),
     # a page of a file that nobody maps: locked through its file, nobody to signal
     locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (

@@ -202,3 +202,10 @@ COMMIT_DAX_SHARE = Source(
     "fsdax: introduce page->share for fsdax in reflink mode",
     "v6.2",
 )
+COMMIT_DAX_HWPOISON = Source(
+    "commit 1ea7ca1b0901",
+    "dax: enable dax fault handler to report VM_FAULT_HWPOISON (a fault on known poison "
+    "reported BUS_ADRERR without a valid si_addr_lsb before; instead of reporting "
+    "VM_FAULT_SIGBUS, it could report VM_FAULT_HWPOISON)",
+    "v6.5",
+)
