@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from mfinject.errors import MfinjectError
 from mfinject.participant import Participant, Reply
@@ -121,22 +122,29 @@ class BadblocksInjector:
 
 
 class UnbindInjector:
-    """Not poison: the namespace under a mounted filesystem is disabled (unbound).
+    """Not poison: the pmem device under a mounted filesystem is unbound from its driver.
 
     From v6.8 (commit fa422b353d21) the pmem driver tells the filesystem first
     (MF_MEM_PRE_REMOVE), and XFS with rmapbt revokes every DAX mapping of the
-    device. The participant runs ``ndctl disable-namespace``.
+    device. ``ndctl disable-namespace`` refuses a mounted namespace, so the
+    participant writes the device (pfnX.Y for fsdax) to its driver's unbind.
     """
 
     name = "unbind"
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
+        device = Path(f"/sys/block/{namespace.blockdev}/device").resolve()
+        driver = device / "driver"
+        if not driver.exists():
+            raise InjectError(f"{device} is bound to no driver: nothing to unbind")
+        self.device = device.name
+        self.unbind = str(driver.resolve() / "unbind")
 
     def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
         check_pfn(self.namespace, pfn)
-        log.info("%s: ndctl disable-namespace %s (mounted)", by.name, self.namespace.name)
-        reply = by.request("run", argv=["ndctl", "disable-namespace", self.namespace.name])
+        log.info("%s: echo %s > %s (mounted)", by.name, self.device, self.unbind)
+        reply = by.request("write_file", path=self.unbind, data=self.device)
         return Injection(self.name, by.name, pfn, vaddr, reply)
 
 

@@ -49,13 +49,15 @@ def delayed_device(delay_ms: int, size: int = 1 << 20) -> Iterator[str]:
         os.close(fd)
         loop = _run(["losetup", "--find", "--show", backing],
                     "apt-get install mount (losetup); the kernel needs CONFIG_BLK_DEV_LOOP")
-        _run(["dmsetup", "create", name, "--table",
+        # --noudevsync: no waiting on udev, which is slow under emulation
+        _run(["dmsetup", "create", "--noudevsync", name, "--table",
               f"0 {size // 512} delay {loop} 0 {delay_ms}"], "apt-get install dmsetup")
         _run(["dmsetup", "mknodes", name], "apt-get install dmsetup")
         yield f"/dev/mapper/{name}"
     finally:
         with contextlib.suppress(PinError):
-            _run(["dmsetup", "remove", "--retry", name], "apt-get install dmsetup")
+            _run(["dmsetup", "remove", "--noudevsync", "--retry", name],
+                 "apt-get install dmsetup")
         if loop:
             with contextlib.suppress(PinError):
                 _run(["losetup", "-d", loop], "apt-get install mount")

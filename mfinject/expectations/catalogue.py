@@ -195,7 +195,8 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     + signalled("X", "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS)
     + signalled("Y", "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS),
     # a short-term pin does not hold memory-failure off: the DAX entry lock does
-    pinned.CORRUPT_PFN_PINNED_ODIRECT.name: outside_injector("I") + bystander_late("P") + (
+    pinned.CORRUPT_PFN_PINNED_ODIRECT.name: outside_injector("I") + bystander_late("P")
+    + bystander_early("C") + (
         Expect("P", "pin", "O_DIRECT read in flight at the injection: completed, 4096 bytes",
                src.PIN_DIO),
     ),

@@ -3,6 +3,8 @@
 - corrupt-pfn-pinned-odirect: P (late kill) has an O_DIRECT read from a
   dm-delay device in flight into its mapping of the page (thread 1), so
   the block layer pins the page (FOLL_PIN) for about 3 s; I poisons it.
+  C (early kill) maps the page too, so that the mappings are torn down
+  (with only late-kill mappers nothing is: see corrupt-pfn-late-only).
 - corrupt-pfn-pinned-io-uring: P (early kill) tries to register its
   mapping as an io_uring fixed buffer (a long-term pin), then I poisons it.
 """
@@ -13,7 +15,8 @@ CORRUPT_PFN_PINNED_ODIRECT = Scenario(
     "corrupt-pfn-pinned-odirect", "corrupt-pfn while an O_DIRECT read into the page is in flight",
     "corrupt-pfn",
     (Role("I", maps=False, injects=True),
-     Role("P", maps=True, policy=LATE, threads=1, pin="odirect")),
+     Role("P", maps=True, policy=LATE, threads=1, pin="odirect"),
+     Role("C", maps=True, policy=EARLY)),
 )
 CORRUPT_PFN_PINNED_IO_URING = Scenario(
     "corrupt-pfn-pinned-io-uring", "corrupt-pfn on a page offered as an io_uring fixed buffer",

@@ -1,7 +1,7 @@
 """Unbinding the namespace under a mounted filesystem.
 
 - unbind-mounted: M (default policy) maps and faults a page of a file;
-  I disables the namespace (ndctl disable-namespace) while it is mounted.
+  I unbinds the pmem device (pfnX.Y) from its driver while it is mounted.
   From v6.8 the pmem driver first sends MF_MEM_PRE_REMOVE to the holder,
   and XFS with rmapbt revokes every DAX mapping, signalling every mapper
   whatever its kill policy. Elsewhere nothing tells the filesystem or the
@@ -12,7 +12,7 @@ from mfinject.fs import NOTIFY_FAILURE
 from mfinject.scenarios import Role, Scenario
 
 UNBIND_MOUNTED = Scenario(
-    "unbind-mounted", "the namespace is disabled under a mounted XFS with a mapped file",
+    "unbind-mounted", "the pmem device is unbound under a mounted XFS with a mapped file",
     "unbind",
     (Role("I", maps=False, injects=True), Role("M", maps=True)),
     only_path=NOTIFY_FAILURE, since=(6, 8),
