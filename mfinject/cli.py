@@ -10,9 +10,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mfinject.errors import MfinjectError
-from mfinject.expectations.model import CRASHED, PASS, KNOWN_DEVIATION
 from mfinject import report
+from mfinject.errors import MfinjectError
+from mfinject.expectations.model import CRASHED, KNOWN_DEVIATION, PASS
 from mfinject.report import diff, table
 from mfinject.results import ResultSet, ScenarioResult, load, load_jsonl
 from mfinject.vm import kernels, runner

@@ -79,10 +79,10 @@ def host_mirrors() -> tuple[str, str | None]:
     """The Debian mirror (and security mirror) the host's apt already uses."""
     candidates: list[str] = []
     for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        candidates += re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.M)
+        candidates += re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.MULTILINE)
     for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]:
         if f.exists():
-            candidates += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", f.read_text(), re.M)
+            candidates += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", f.read_text(), re.MULTILINE)
     main = next((u.rstrip("/") for u in candidates if u.rstrip("/").endswith("/debian")), None)
     security = next((u.rstrip("/") for u in candidates
                      if u.rstrip("/").endswith("/debian-security")), None)

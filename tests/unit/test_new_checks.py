@@ -87,8 +87,8 @@ def test_health_signature_and_known_warn_on_old_kernels():
     from mfinject.observers.health import signature
 
     found = ["WARN: [  192.908776] ------------[ cut here ]------------",
-             "WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
-             "dax_insert_entry+0x227/0x320",
+             ("WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
+              "dax_insert_entry+0x227/0x320"),
              "new taint: taint flags W (0x200) appeared during the test"]
     assert signature(found) == "WARN fs/dax.c dax_insert_entry; new taint W"
     obs = observation("corrupt-pfn-reflink", [], path="notify_failure", fs="xfs-rmapbt")
