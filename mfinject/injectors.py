@@ -34,8 +34,11 @@ class Injection:
     pfn: int
     vaddr: int | None
     reply: Reply | None  # None: the injecting process did not survive the call
+    hung: str | None = None  # the call never returned: what the kernel was doing
 
     def outcome(self) -> str:
+        if self.hung:
+            return "hung"
         if self.reply is None:
             return "caller killed"
         if self.reply.ok:

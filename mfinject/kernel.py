@@ -121,3 +121,35 @@ def stats_delta(before: dict[str, int] | None, after: dict[str, int] | None) -> 
              ("total", "recovered", "delayed", "failed", "ignored")
              if k in after and after[k] != before.get(k, 0)]
     return ", ".join(moved) or "unchanged"
+
+
+def stuck_stack(pid: int, settle_s: float = 1.0) -> str:
+    """Where a task is stuck: its kernel stack, or the CPUs' backtraces.
+
+    A task spinning in the kernel has no readable /proc/PID/stack; then
+    sysrq 'l' (backtrace of all active CPUs) writes the stacks to the log and
+    the frames are taken from there.
+    """
+    import time as _time
+
+    try:
+        frames = [line.split()[-1] for line in Path(f"/proc/{pid}/stack").read_text().splitlines()]
+    except OSError:
+        frames = []
+    if frames:
+        return " <- ".join(f.split("+")[0] for f in frames[:12])
+    from mfinject.observers import kmsg
+
+    with kmsg.capture() as cap:
+        try:
+            Path("/proc/sysrq-trigger").write_text("l")
+        except OSError as e:
+            return f"no stack ({e})"
+        _time.sleep(settle_s)
+        lines = [str(r) for r in cap.read()]
+    seen: list[str] = []
+    for line in lines:
+        m = re.search(r"\s(?:\? )?([a-zA-Z_][\w.]*)\+0x", line)
+        if m and m[1] not in seen and not m[1].startswith(("asm_", "sysvec_", "nmi_", "irq")):
+            seen.append(m[1])
+    return " <- ".join(seen[:14]) or "no stack in the CPU backtraces"

@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 
 from mfinject.errors import MfinjectError
@@ -42,7 +43,7 @@ def delayed_device(delay_ms: int, size: int = 1 << 20) -> Iterator[str]:
     _run(["modprobe", "dm_delay"], "the kernel needs CONFIG_DM_DELAY")
     _run(["modprobe", "loop"], "the kernel needs CONFIG_BLK_DEV_LOOP")
     fd, backing = tempfile.mkstemp(prefix="mfinject-delay-", dir="/run")
-    name = f"mfinject-delay-{os.getpid()}"
+    name = f"mfinject-delay-{uuid.uuid4().hex[:8]}"  # a removal udev delayed may linger
     loop = None
     try:
         os.ftruncate(fd, size)
@@ -55,9 +56,11 @@ def delayed_device(delay_ms: int, size: int = 1 << 20) -> Iterator[str]:
         _run(["dmsetup", "mknodes", name], "apt-get install dmsetup")
         yield f"/dev/mapper/{name}"
     finally:
-        with contextlib.suppress(PinError):
+        try:
             _run(["dmsetup", "remove", "--noudevsync", "--retry", name],
                  "apt-get install dmsetup")
+        except PinError as e:
+            log.warning("%s was not removed: %s", name, e)
         if loop:
             with contextlib.suppress(PinError):
                 _run(["losetup", "-d", loop], "apt-get install mount")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,38 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when != "call" and report.failed):
         outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
         _progress(f"{outcome} {report.nodeid} ({report.when}, {report.duration:.1f} s)")
+
+
+KERNEL_HUNG_KEY = pytest.StashKey[str]()
+
+
+def kernel_hung(item: pytest.Item, why: str) -> None:
+    """The test left a task stuck in the kernel: end the session after its report.
+
+    Teardown (unmount, namespace reset) would block behind the stuck task, and
+    so would every later test. The result is already recorded; the session
+    ends at the start of this test's teardown, with the reason on stderr.
+    """
+    item.stash[KERNEL_HUNG_KEY] = why
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    why = item.stash.get(KERNEL_HUNG_KEY, None)
+    if why is None:
+        return
+    s = settings(item.config)
+    got = item.config.stash.get(RESULTS_KEY, [])
+    if s.results_dir is not None:
+        results_mod.ResultSet(tuple(got), {"kernel": os.uname().release}).save(
+            s.results_dir / "results.json")
+    msg = (f"mfinject: {item.nodeid} left a task hung in the kernel ({why}); ending the "
+           "session without teardown. The kernel needs a reboot before more tests.")
+    _progress(msg)
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from mfinject import fs, kernel, pin, pmem, syscalls
 from mfinject.errors import MfinjectError
-from mfinject.injectors import INJECTORS, UNPOISON_PFN
+from mfinject.injectors import INJECTORS, UNPOISON_PFN, Injection
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import Participant, Reply, cast
+from mfinject.participant import Participant, ParticipantError, Reply, cast
 from mfinject.scenarios import DEFAULT, PMD_SIZE, Scenario
 from mfinject.syscalls import PAGE_SIZE
 from mfinject.undo import UndoStack
@@ -209,6 +209,31 @@ def _files(scenario: Scenario, mount: fs.Mount) -> dict[str, str]:
     return files
 
 
+def _hung_observation(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
+                      people: dict[str, Participant], vaddrs: dict[str, int],
+                      pfns: dict[str, int], pfn: int, injection: Injection,
+                      records: list[object], started: float, path: str) -> Observation:
+    """What a scenario saw up to an injection that never returned."""
+    people[scenario.injecting_role.name].tracer.pump()
+    observed = tuple(ParticipantObs(
+        name=r.name, role=r.describe(), pid=people[r.name].pid, maps=r.maps, policy=r.policy,
+        vaddr=vaddrs.get(r.name), pfn_before=pfns.get(r.name),
+        sigbus=tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, 0.0)
+                     for ev in people[r.name].log.signals if ev.signo == signal.SIGBUS),
+        other_signals=(), exit=_exit_text(people[r.name].log.exit_status),
+        mapped_after=None, pfn_after=None,
+        injection=injection.outcome() if r.injects else None,
+    ) for r in scenario.roles)
+    return Observation(
+        scenario=scenario.name, title=scenario.title, injector=scenario.injector,
+        fs=mount.kind.name, path=mount.kind.path, kernel=kernel.release(), pfn=pfn,
+        participants=observed, dmesg=tuple(str(r) for r in records),
+        hardware_corrupted_delta_kb=0, badblocks=(),
+        duration_s=round(time.monotonic() - started, 3), path_observed=path,
+        facts=(("kernel_hung", injection.hung or ""),),
+    )
+
+
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         trace_session: ftrace.FunctionTrace | None = None) -> Observation:
     started = time.monotonic()
@@ -294,9 +319,21 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         with kmsg.capture() as log_capture:
             t0 = time.monotonic_ns()
             with ftrace.trace_injection(trace_session) as trace:
-                injection = injector.inject(injecting, vaddrs.get(inj_role.name), pfn)
+                try:
+                    injection = injector.inject(injecting, vaddrs.get(inj_role.name), pfn)
+                except ParticipantError as e:
+                    # the call never returned: the kernel is stuck in it
+                    hung = f"no return within {inj_by.timeout_s:.0f} s: " + kernel.stuck_stack(
+                        inj_by.pid)
+                    log.error("%s: %s (%s)", scenario.name, hung, e)
+                    injection = Injection(injector.name, inj_by.name, pfn,
+                                          vaddrs.get(inj_role.name), None, hung=hung)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             records = log_capture.read()
+            if injection.hung:
+                # nothing more can be asked of this kernel: record what was seen
+                return _hung_observation(scenario, mount, namespace, people, vaddrs, pfns, pfn,
+                                         injection, records, started, trace.path)
             if scenario.inject_twice:
                 injection2 = injector.inject(injecting, vaddrs.get(inj_role.name), pfn).outcome()
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
