@@ -147,9 +147,24 @@ def stuck_stack(pid: int, settle_s: float = 1.0) -> str:
             return f"no stack ({e})"
         _time.sleep(settle_s)
         lines = [str(r) for r in cap.read()]
-    seen: list[str] = []
+    return stack_from_backtraces(lines, pid)
+
+
+def stack_from_backtraces(lines: list[str], pid: int) -> str:
+    """The frames of ``pid``'s CPU in sysrq-l output, innermost first."""
+    # one block per CPU: "NMI backtrace for cpu N", then "CPU: N ... PID: P Comm: ..."
+    blocks: list[list[str]] = []
     for line in lines:
+        if "NMI backtrace for cpu" in line or not blocks:
+            blocks.append([])
+        blocks[-1].append(line)
+    mine = [b for b in blocks if any(f"PID: {pid} " in line for line in b)]
+    block = mine[0] if mine else next((b for b in blocks if not any("sysrq" in x for x in b)),
+                                      lines)
+    seen: list[str] = []
+    for line in block:
         m = re.search(r"\s(?:\? )?([a-zA-Z_][\w.]*)\+0x", line)
-        if m and m[1] not in seen and not m[1].startswith(("asm_", "sysvec_", "nmi_", "irq")):
+        if m and m[1] not in seen and not m[1].startswith(("asm_", "sysvec_", "nmi_", "irq",
+                                                           "__pfx_")):
             seen.append(m[1])
     return " <- ".join(seen[:14]) or "no stack in the CPU backtraces"

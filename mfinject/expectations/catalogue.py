@@ -264,6 +264,14 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                    "still signals both mappers.",
                    src.COMMIT_DAX_SHARE, kernels=KernelRange(until=Version(6, 2, 0)),
                    observed_regex=True),
+    KnownDeviation(unbind.UNBIND_MOUNTED.name, "I", "injection", "hung", KERNEL_DEVIATION,
+                   "the unbind never returns: xfs_dax_notify_dev_failure() with "
+                   "MF_MEM_PRE_REMOVE signals the first mapper, then spins in "
+                   "dax_lock_mapping_entry() called from mf_dax_kill_procs() (the stuck CPU's "
+                   "backtrace is kept in the kernel_hung fact), and the nvdimm bus lock stays "
+                   "held, so ndctl blocks too. The session ends after this test; the kernel "
+                   "needs a reboot.",
+                   src.COMMIT_PRE_REMOVE, kernels=KernelRange(since=Version(6, 8, 0))),
     KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "I", "injection2", "ok", KERNEL_DEVIATION,
                    _TWICE, src.ALREADY_POISONED),
     KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "kernel", "hardware_corrupted_kb", "+8",

@@ -215,19 +215,24 @@ def _hung_observation(scenario: Scenario, mount: fs.Mount, namespace: pmem.Names
                       records: list[object], started: float, path: str) -> Observation:
     """What a scenario saw up to an injection that never returned."""
     people[scenario.injecting_role.name].tracer.pump()
-    observed = tuple(ParticipantObs(
-        name=r.name, role=r.describe(), pid=people[r.name].pid, maps=r.maps, policy=r.policy,
-        vaddr=vaddrs.get(r.name), pfn_before=pfns.get(r.name),
-        sigbus=tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, 0.0)
-                     for ev in people[r.name].log.signals if ev.signo == signal.SIGBUS),
-        other_signals=(), exit=_exit_text(people[r.name].log.exit_status),
-        mapped_after=None, pfn_after=None,
-        injection=injection.outcome() if r.injects else None,
-    ) for r in scenario.roles)
+    observed = []
+    for r in scenario.roles:
+        p = people[r.name]
+        mapped, pfn_after, present = _mapping_state(p, vaddrs.get(r.name), scenario.map_size)
+        observed.append(ParticipantObs(
+            name=r.name, role=r.describe(), pid=p.pid, maps=r.maps, policy=r.policy,
+            vaddr=vaddrs.get(r.name), pfn_before=pfns.get(r.name),
+            sigbus=tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, 0.0)
+                         for ev in p.log.signals if ev.signo == signal.SIGBUS),
+            other_signals=(), exit=_exit_text(p.log.exit_status),
+            mapped_after=mapped, pfn_after=pfn_after,
+            injection=injection.outcome() if r.injects else None,
+            range_present=present, range_pages=scenario.map_size // PAGE_SIZE if r.maps else None,
+        ))
     return Observation(
         scenario=scenario.name, title=scenario.title, injector=scenario.injector,
         fs=mount.kind.name, path=mount.kind.path, kernel=kernel.release(), pfn=pfn,
-        participants=observed, dmesg=tuple(str(r) for r in records),
+        participants=tuple(observed), dmesg=tuple(str(r) for r in records),
         hardware_corrupted_delta_kb=0, badblocks=(),
         duration_s=round(time.monotonic() - started, 3), path_observed=path,
         facts=(("kernel_hung", injection.hung or ""),),

@@ -97,3 +97,13 @@ def test_health_signature_and_known_warn_on_old_kernels():
     assert with_health(Verdict(PASS), found, newer).verdict == FAIL
     other = dataclasses.replace(obs, scenario="corrupt-pfn")
     assert with_health(Verdict(PASS), found, other).verdict == FAIL
+
+
+def test_stuck_stack_picks_the_stuck_cpu():
+    lines = ["NMI backtrace for cpu 0", "CPU: 0 UID: 0 PID: 400 Comm: python3",
+             " dump_stack_lvl+0x5d/0x80", " write_sysrq_trigger+0x1/0x2",
+             "NMI backtrace for cpu 1", "CPU: 1 UID: 0 PID: 338 Comm: python3",
+             " ? xas_load+0x16/0xf0", " ? dax_lock_mapping_entry+0xc5/0x120",
+             " ? mf_dax_kill_procs+0x7f/0x260"]
+    assert kernel.stack_from_backtraces(lines, 338) == \
+        "xas_load <- dax_lock_mapping_entry <- mf_dax_kill_procs"
