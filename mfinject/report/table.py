@@ -197,6 +197,10 @@ def matrix(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
         for r in per_fs:
             rows.setdefault(r.scenario, {})[column_key(r)] = r
         parts.append(_grid(rows, sorted({column_key(r) for r in per_fs}), tablefmt))
+        if any(len(cols) < len({column_key(r) for r in per_fs}) for cols in rows.values()):
+            parts.append("-: not run on that kernel or filesystem, where the scenario does not "
+                         "apply (reflink needs xfs-rmapbt; unbind-mounted needs v6.8 and "
+                         "xfs-rmapbt); the reason is in the test's skip message")
     if other:
         rows = {}
         for r in other:
