@@ -169,3 +169,27 @@ def reflink_copy(src: str, dst: str) -> None:
             os.close(d)
     finally:
         os.close(s)
+
+
+FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap), <uapi/linux/fs.h>
+FIEMAP_FLAG_SYNC = 0x1
+
+
+def physical_offset(path: str, offset: int) -> int:
+    """Byte offset on the block device of the file's byte ``offset`` (FIEMAP)."""
+    import fcntl
+    import struct
+
+    # struct fiemap: start, length, flags, mapped_extents, extent_count, reserved,
+    # then one struct fiemap_extent: logical, physical, length, 2 reserved, flags, 3 reserved
+    req = struct.pack("=QQIIII", offset, 1, FIEMAP_FLAG_SYNC, 0, 1, 0) + bytes(56)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = fcntl.ioctl(fd, FS_IOC_FIEMAP, req)
+    finally:
+        os.close(fd)
+    mapped = struct.unpack_from("=I", out, 20)[0]
+    if not mapped:
+        raise FsError(f"{path}: no extent at offset {offset} (FIEMAP)")
+    logical, physical = struct.unpack_from("=QQ", out, 32)
+    return physical + (offset - logical)

@@ -212,3 +212,12 @@ def bus_commands(ns: Namespace) -> str:
             except OSError:
                 return "none"
     return "unknown"
+
+
+def data_start(ns: Namespace) -> int:
+    """Physical address of sector 0 of the namespace's block device."""
+    path = Path(f"/sys/block/{ns.blockdev}/device/resource")
+    try:
+        return int(path.read_text().strip(), 0)
+    except OSError as e:
+        raise PmemError(f"{path}: {e}: cannot place file offsets on {ns.name}") from e

@@ -160,6 +160,24 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
         Expect("I", "unpoison", "ok", src.HWPOISON_UNPOISON),
     ),
+    # the file is gone: as truncated, the page belongs to no file
+    locking.CORRUPT_PFN_DELETED.name: (
+        Expect("I", "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
+               paths=frozenset({"generic"})),
+        Expect("I", "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
+               paths=frozenset({"notify_failure"})),
+        Expect("I", "signal", "none", src.SIGACTION_AO),
+        Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
+    ),
+    # page->mapping was never set: the generic path cannot lock it (-EBUSY);
+    # XFS finds the owner in its reverse map, and nobody maps the page
+    locking.CORRUPT_PFN_NEVER_MAPPED.name: (
+        Expect("I", "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
+               paths=frozenset({"generic"})),
+        Expect("I", "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
+               paths=frozenset({"notify_failure"})),
+        Expect("I", "signal", "none", src.SIGACTION_AO),
+    ),
     # a page that belongs to no file: the generic path cannot lock it and
     # refuses (-EBUSY); XFS's reverse map finds no owner and has nothing to do
     locking.CORRUPT_PFN_TRUNCATED.name: (

@@ -71,6 +71,11 @@ class Scenario:
     # truncate the file to 0 after the mappers unmapped: the page then belongs
     # to no file, the zero-reference case dax_lock_page() must refuse
     truncate_before: bool = False
+    # unlink the file instead (nobody holds it open): its blocks are freed
+    unlink_before: bool = False
+    # nobody ever maps the page: its PFN comes from the file's extent map
+    # (FIEMAP) and the namespace's physical start, so page->mapping was never set
+    pfn_from_extent_map: bool = False
     # after the injection, the injecting process writes the PFN to unpoison-pfn
     unpoison_after: bool = False
     # inject a second time once the first injection has settled

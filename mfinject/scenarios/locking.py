@@ -9,6 +9,11 @@ under the xarray lock (dax_lock_page(), later dax_lock_folio()).
 - corrupt-pfn-truncated: as corrupt-pfn-unmapped, and the file was truncated to 0 before the
   injection: the page belongs to no file (page->mapping is NULL).
 - corrupt-pfn-unpoison: as corrupt-pfn-unmapped, then I writes the PFN to unpoison-pfn.
+- corrupt-pfn-deleted: as corrupt-pfn-unmapped, and the file was unlinked
+  (nobody holds it open): its blocks are free again.
+- corrupt-pfn-never-mapped: nobody ever mapped or faulted the page; I
+  finds its PFN through the file's extent map (FIEMAP). page->mapping was
+  never set: the zero-reference page of the 2022 linux-mm thread.
 - corrupt-pfn-twice: C (early kill) maps the page; I poisons it, and
   once that has settled, poisons the already poisoned page again.
 """
@@ -34,6 +39,16 @@ CORRUPT_PFN_UNPOISON = Scenario(
     unpoison_after=True,
 )
 
+CORRUPT_PFN_DELETED = Scenario(
+    "corrupt-pfn-deleted", "corrupt-pfn on a page whose file was deleted", "corrupt-pfn",
+    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
+    unlink_before=True,
+)
+CORRUPT_PFN_NEVER_MAPPED = Scenario(
+    "corrupt-pfn-never-mapped", "corrupt-pfn on a file page that was never mapped",
+    "corrupt-pfn", (Role("I", maps=False, injects=True),), pfn_from_extent_map=True,
+)
+
 CORRUPT_PFN_TWICE = Scenario(
     "corrupt-pfn-twice", "corrupt-pfn on a page, then again on the poisoned page",
     "corrupt-pfn",
@@ -41,5 +56,5 @@ CORRUPT_PFN_TWICE = Scenario(
     inject_twice=True,
 )
 
-SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED, CORRUPT_PFN_UNPOISON,
-             CORRUPT_PFN_TWICE)
+SCENARIOS = (CORRUPT_PFN_UNMAPPED, CORRUPT_PFN_TRUNCATED, CORRUPT_PFN_DELETED,
+             CORRUPT_PFN_NEVER_MAPPED, CORRUPT_PFN_UNPOISON, CORRUPT_PFN_TWICE)

@@ -292,6 +292,12 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 tracer.watch(p.pid, addr, scenario.map_size)
                 vaddrs[role.name] = addr
                 pfns[role.name] = entry.pfn
+        if scenario.pfn_from_extent_map:
+            pfns["(extent map)"] = pmem.data_start(namespace) // PAGE_SIZE + \
+                fs.physical_offset(path, 0) // PAGE_SIZE
+            if not namespace.contains_pfn(pfns["(extent map)"]):
+                raise ScenarioError(f"{path}: its first block maps to pfn "
+                                    f"{pfns['(extent map)']:#x}, outside {namespace.name}")
         if len(set(pfns.values())) != 1:
             raise ScenarioError(f"mappers see different pfns: {pfns}")
         (pfn,) = set(pfns.values())
@@ -301,6 +307,9 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 tracer.tracees[people[role.name].pid].watch.clear()
         if scenario.truncate_before:
             os.truncate(path, 0)
+            os.sync()
+        if scenario.unlink_before:
+            os.unlink(path)
             os.sync()
 
         pins: dict[str, str] = {}
