@@ -116,6 +116,19 @@ ONE_PAGE_STATS = (
 )
 
 
+def unlockable_page(name: str) -> tuple[Expect, ...]:
+    """corrupt-pfn on a page that belongs to no file (or never did): the generic
+    path cannot lock it and refuses with -EBUSY; XFS asks its reverse map, which
+    finds no mapper to signal. Nobody is signalled."""
+    return (
+        Expect(name, "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
+               paths=frozenset({"generic"})),
+        Expect(name, "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
+               paths=frozenset({"notify_failure"})),
+        Expect(name, "signal", "none", src.SIGACTION_AO),
+    )
+
+
 def io_on_media_error(name: str) -> tuple[Expect, ...]:
     """Reads of a page with a media error fail; a whole-page write clears it."""
     return (
@@ -161,31 +174,13 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("I", "unpoison", "ok", src.HWPOISON_UNPOISON),
     ),
     # the file is gone: as truncated, the page belongs to no file
-    locking.CORRUPT_PFN_DELETED.name: (
-        Expect("I", "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
-               paths=frozenset({"generic"})),
-        Expect("I", "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
-               paths=frozenset({"notify_failure"})),
-        Expect("I", "signal", "none", src.SIGACTION_AO),
+    locking.CORRUPT_PFN_DELETED.name: unlockable_page("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
-    # page->mapping was never set: the generic path cannot lock it (-EBUSY);
+    # page->mapping was never set: the generic path cannot lock it either;
     # XFS finds the owner in its reverse map, and nobody maps the page
-    locking.CORRUPT_PFN_NEVER_MAPPED.name: (
-        Expect("I", "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
-               paths=frozenset({"generic"})),
-        Expect("I", "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
-               paths=frozenset({"notify_failure"})),
-        Expect("I", "signal", "none", src.SIGACTION_AO),
-    ),
-    # a page that belongs to no file: the generic path cannot lock it and
-    # refuses (-EBUSY); XFS's reverse map finds no owner and has nothing to do
-    locking.CORRUPT_PFN_TRUNCATED.name: (
-        Expect("I", "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
-               paths=frozenset({"generic"})),
-        Expect("I", "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
-               paths=frozenset({"notify_failure"})),
-        Expect("I", "signal", "none", src.SIGACTION_AO),
+    locking.CORRUPT_PFN_NEVER_MAPPED.name: unlockable_page("I"),
+    locking.CORRUPT_PFN_TRUNCATED.name: unlockable_page("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
     # a page is poisoned once: the second injection finds it poisoned, and
