@@ -43,6 +43,7 @@ MAX_BOOT_FAILURES = 2  # guests that die before any test reports, per kernel
 # is not the test's doing. A test that crashes twice is recorded as crashed;
 # one that passes on the retry keeps the first console and says so.
 CRASH_RETRIES = 1
+POWEROFF_GRACE_S = 30.0
 # guest RAM + the NVDIMM backing file in the page cache + QEMU itself
 VM_FOOTPRINT = (2 << 30) + (1 << 30) + (512 << 20)
 
@@ -363,9 +364,19 @@ def _boot(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions, accel:
                              env=_env(), start_new_session=True) as proc:
         try:
             running_since: tuple[str, float] | None = None
+            exited_at: float | None = None
             while proc.poll() is None:
                 progress.poll()
                 now = time.monotonic()
+                if exit_file.exists():
+                    # pytest is done; a guest whose kernel has a stuck task may
+                    # never finish powering off (its final sync blocks)
+                    exited_at = exited_at or now
+                    if now - exited_at > POWEROFF_GRACE_S:
+                        progress.say(f"the guest did not power off within {POWEROFF_GRACE_S:.0f} "
+                                     "s of pytest's end; stopping the VM")
+                        _kill_group(proc)
+                        break
                 _, running = parse_progress((results_dir / "progress.log").read_text()
                                             if (results_dir / "progress.log").exists() else "")
                 if running is None:
