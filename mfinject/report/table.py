@@ -272,3 +272,32 @@ def full(rs: ResultSet) -> str:
         parts += ["", details]
     parts.append(totals(rs.results))
     return "\n".join(parts)
+
+
+_SHORT_VERDICT = {"pass": "pass", "known-deviation": "dev", "fail": "FAIL", "error": "ERROR",
+                  "crashed": "CRASH"}
+
+
+def summary(rs: ResultSet, tablefmt: str = "github") -> str:
+    """The verdicts only: a row per scenario, a column per kernel, one letter-group per
+    filesystem ("pass dev -" for ext4, xfs, xfs-rmapbt), then per-kernel counts."""
+    results = [r for r in rs.results if r.fs != "-"]
+    kernels = sorted({r.kernel for r in results})
+    fss = sorted({r.fs for r in results})
+    cell: dict[tuple[str, str, str], str] = {(r.scenario, r.kernel, r.fs): r.verdict
+                                              for r in results}
+    rows = []
+    for name in sorted({r.scenario for r in results}):
+        rows.append([name, *[" ".join(_SHORT_VERDICT.get(cell.get((name, k, f), ""), "-")
+                                      for f in fss) for k in kernels]])
+    head = ["scenario", *[f"{k} ({' / '.join(fss)})" for k in kernels]]
+    lines = [tabulate(rows, headers=head, tablefmt=tablefmt), ""]
+    for k in kernels:
+        mine = [r for r in rs.results if r.kernel == k]
+        c = counts(mine)
+        lines.append(f"{k}: {len({r.scenario for r in mine if r.fs != '-'})} scenarios, "
+                     f"{len(mine)} results: {c['pass']} pass, {c['known-deviation']} known "
+                     f"deviation, {c['fail']} fail, {c['error']} error, {c['crashed']} crashed")
+    lines.append("dev: known deviation (see the failure report); -: not run there "
+                 "(the scenario does not apply)")
+    return "\n".join(lines)

@@ -107,3 +107,18 @@ def test_stuck_stack_picks_the_stuck_cpu():
              " ? mf_dax_kill_procs+0x7f/0x260"]
     assert kernel.stack_from_backtraces(lines, 338) == \
         "xas_load <- dax_lock_mapping_entry <- mf_dax_kill_procs"
+
+
+def test_summary_format():
+    from mfinject.report import render
+    from mfinject.results import ResultSet, ScenarioResult
+
+    rs = ResultSet((
+        ScenarioResult("corrupt-pfn", "xfs", "6.1.0-56-amd64", "pass"),
+        ScenarioResult("corrupt-pfn", "ext4", "6.1.0-56-amd64", "known-deviation"),
+        ScenarioResult("corrupt-pfn-reflink", "xfs", "6.1.0-56-amd64", "fail"),
+    ))
+    out = render("summary", rs)
+    assert "| corrupt-pfn " in out and "dev pass" in out
+    assert "| corrupt-pfn-reflink " in out and "- FAIL" in out
+    assert "6.1.0-56-amd64: 2 scenarios, 3 results: 1 pass, 1 known deviation, 1 fail" in out
