@@ -115,8 +115,10 @@ def race_iterations(config: pytest.Config) -> int:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (f"mfinject: race seed {race_seed(config)} ({race_iterations(config)} iterations "
+    line = (f"mfinject: race seed {race_seed(config)} ({race_iterations(config)} iterations "
             "per race; reproduce with --mfinject-seed)")
+    _progress(line)  # the host's progress display shows it too
+    return line
 
 
 def pytest_configure(config: pytest.Config) -> None:
