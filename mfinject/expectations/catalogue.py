@@ -102,8 +102,9 @@ PATH = (
            paths=frozenset({"notify_failure"})),
     Expect("kernel", "path", "generic", src.COMMIT_DEV_PAGEMAP, paths=frozenset({"generic"})),
 )
-# one 4 KiB page of a mapped file poisoned, once
-HW_CORRUPTED = (Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWARE_CORRUPTED),)
+# one 4 KiB page of a mapped file poisoned, once; memory-failure says it recovered
+HW_CORRUPTED = (Expect("kernel", "hardware_corrupted_kb", "+4", src.PROC_HARDWARE_CORRUPTED),
+                Expect("kernel", "recovery_action", "Recovered", src.DAX_ACTION_RESULT))
 
 # the per-node counters (commit 44b8f8bf2438, v6.4): one raw poisoned page, recovered
 _V6_4 = Version(6, 4, 0)
@@ -126,6 +127,10 @@ def unlockable_page(name: str) -> tuple[Expect, ...]:
         Expect(name, "injection", "ok", src.COMMIT_XFS_NOTIFY_FAILURE,
                paths=frozenset({"notify_failure"})),
         Expect(name, "signal", "none", src.SIGACTION_AO),
+        Expect("kernel", "recovery_action", "Failed", src.DAX_ACTION_RESULT,
+               paths=frozenset({"generic"})),
+        Expect("kernel", "recovery_action", "Recovered", src.DAX_ACTION_RESULT,
+               paths=frozenset({"notify_failure"})),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mfinject.expectations.catalogue import EXPECTATIONS, KNOWN_DEVIATIONS
 from mfinject.expectations.model import (
     FAIL,
@@ -97,6 +99,13 @@ def observed_value(obs: Observation, participant: str, field: str) -> str:
             return obs.path_observed
         if field == "hardware_corrupted_kb":
             return f"+{obs.hardware_corrupted_delta_kb}"
+        if field == "recovery_action":
+            seen: list[str] = []
+            for line in obs.dmesg:
+                m = re.search(r"recovery action for dax page: (\w+)", line)
+                if m and m[1] not in seen:
+                    seen.append(m[1])
+            return ", ".join(seen) or "none"
         if field == "badblocks":
             n = len(obs.badblocks)
             return f"{n} bad range{'s' if n > 1 else ''}" if n else "none"

@@ -209,3 +209,8 @@ COMMIT_DAX_HWPOISON = Source(
     "VM_FAULT_SIGBUS, it could report VM_FAULT_HWPOISON)",
     "v6.5",
 )
+DAX_ACTION_RESULT = Source(
+    "mm/memory-failure.c memory_failure_dev_pagemap()",
+    "action_result(pfn, MF_MSG_DAX, rc ? MF_FAILED : MF_RECOVERED); (logged as \"recovery "
+    "action for dax page: Recovered\" or \"Failed\")",
+)

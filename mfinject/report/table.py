@@ -81,6 +81,7 @@ EXPECTED_FORMAT = {
     "fault": "fault: {}",
     "range": "range {}",
     "hardware_corrupted_kb": "HardwareCorrupted {} kB",
+    "recovery_action": "dmesg: recovery action {}",
 }
 
 

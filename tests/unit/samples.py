@@ -17,7 +17,8 @@ def participant(name, *, sigbus=(), mapped_after=False, vaddr=VA_A, injection=No
 def observation(scenario, participants, *, kernel="6.1.0-56-amd64", path="generic", fs="xfs"):
     return Observation(
         scenario=scenario, title=scenario, injector="madvise", fs=fs, path=path, kernel=kernel,
-        pfn=0x101218, participants=tuple(participants), dmesg=("Memory failure: 0x101218",),
+        pfn=0x101218, participants=tuple(participants),
+        dmesg=("Memory failure: 0x101218: recovery action for dax page: Recovered",),
         hardware_corrupted_delta_kb=4, badblocks=(), duration_s=0.5,
         path_observed="notify_failure" if path == "notify_failure" else "generic")
 

@@ -34,8 +34,8 @@ def test_madvise_self_pass():
     obs = observation("madvise-self", [participant("A", sigbus=[ar()])])
     v = judge(obs)
     assert v.verdict == PASS
-    assert {c.field for c in v.checks} == {"path", "hardware_corrupted_kb", "signal", "si_addr",
-                                          "si_addr_lsb", "mapping"}
+    assert {c.field for c in v.checks} == {"path", "hardware_corrupted_kb", "recovery_action",
+                                          "signal", "si_addr", "si_addr_lsb", "mapping"}
 
 
 def test_wrong_si_code_fails_and_quotes_the_document():
