@@ -289,7 +289,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                    "backtrace is kept in the kernel_hung fact), and the nvdimm bus lock stays "
                    "held, so ndctl blocks too. The session ends after this test; the kernel "
                    "needs a reboot. A regression after 6.12: 6.12.118 completes the unbind "
-                   "and passes, 7.3.4 hangs.",
+                   "and passes, 7.2.13 and 7.3.4 hang.",
                    src.COMMIT_PRE_REMOVE, kernels=KernelRange(since=Version(6, 13, 0))),
     KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "I", "injection2", "ok", KERNEL_DEVIATION,
                    _TWICE, src.ALREADY_POISONED),
