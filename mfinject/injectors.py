@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfinject.errors import MfinjectError
-from mfinject.participant import Participant, Reply
-from mfinject.pmem import Namespace
+from mfinject.participant import Participant, Reply, reply_text
+from mfinject.pmem import Namespace, PmemError, data_start
 from mfinject.syscalls import PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,7 @@ class Injection:
     hung: str | None = None  # the call never returned: what the kernel was doing
 
     def outcome(self) -> str:
-        if self.hung:
-            return "hung"
-        if self.reply is None:
-            return "caller killed"
-        if self.reply.ok:
-            return "ok"
-        return os.strerror(self.reply.errno) if self.reply.errno else str(self.reply.error)
+        return "hung" if self.hung else reply_text(self.reply)
 
 
 def check_pfn(namespace: Namespace, pfn: int) -> None:
@@ -110,11 +104,10 @@ class BadblocksInjector:
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
         self.sysfs = f"/sys/block/{namespace.blockdev}/badblocks"
-        data = f"/sys/block/{namespace.blockdev}/device/resource"
-        if not os.path.exists(data):
-            raise InjectError(f"{data} missing: cannot place a bad block on {namespace.name}")
-        with open(data) as f:
-            self.data_start = int(f.read().strip(), 0)  # physical address of sector 0
+        try:
+            self.data_start = data_start(namespace)  # physical address of sector 0
+        except PmemError as e:
+            raise InjectError(f"{e}: cannot place a bad block") from e
 
     def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
         check_pfn(self.namespace, pfn)

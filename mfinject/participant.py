@@ -45,6 +45,15 @@ class Reply:
     error: str | None = None
 
 
+def reply_text(reply: Reply | None, ok: str = "ok", died: str = "caller killed") -> str:
+    """A reply as the observations say it: ``ok``, the error, or ``died``."""
+    if reply is None:
+        return died
+    if reply.ok:
+        return ok
+    return os.strerror(reply.errno) if reply.errno else str(reply.error)
+
+
 # --- child side ---------------------------------------------------------------
 
 class _Worker(threading.Thread):

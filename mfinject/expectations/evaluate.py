@@ -18,6 +18,18 @@ from mfinject.expectations.model import (
 from mfinject.kernel import Version
 from mfinject.scenarios.runner import Observation, ParticipantObs
 
+# fields read straight off the participant: (attribute, text when it is unset)
+_PLAIN = {
+    "injection": ("injection", "none"),
+    "injection2": ("injection2", "none"),
+    "access": ("access", "not probed"),
+    "unpoison": ("unpoison", "not tried"),
+    "read": ("read", "not read"),
+    "thread": ("signal_thread", "no signal"),
+    "kill_policy": ("kill_policy", "unknown"),
+    "pin": ("pin", "none"),
+}
+
 
 def observed_field(p: ParticipantObs, field: str) -> str:
     """The observed value of ``field``, in the vocabulary the catalogue uses."""
@@ -34,26 +46,13 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         if p.mapped_after is None:
             return "unknown"
         return "mapped" if p.mapped_after else "unmapped"
-    if field == "injection":
-        return p.injection or "none"
-    if field == "access":
-        return p.access or "not probed"
-    if field == "unpoison":
-        return p.unpoison or "not tried"
+    if field in _PLAIN:
+        attr, absent = _PLAIN[field]
+        return getattr(p, attr) or absent
     if field == "fault":
         return "SIGBUS" if (p.access or "").startswith("SIGBUS") else (p.access or "not probed")
-    if field == "read":
-        return p.read or "not read"
-    if field == "thread":
-        return p.signal_thread or "no signal"
-    if field == "kill_policy":
-        return p.kill_policy or "unknown"
     if field.startswith("io:"):
         return dict(p.io).get(field[3:], "not done")
-    if field == "pin":
-        return p.pin or "none"
-    if field == "injection2":
-        return p.injection2 or "none"
     if field == "range":
         if p.range_present is None:
             return "unknown"
@@ -63,23 +62,30 @@ def observed_field(p: ParticipantObs, field: str) -> str:
     raise KeyError(field)
 
 
+def known_health(scenario: str, path: str, release: str, findings: list[str],
+                 deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS
+                 ) -> KnownDeviation | None:
+    """The known deviation that covers all of these health findings, if any."""
+    from mfinject.observers.health import signature
+
+    sig = signature(findings)
+    version = Version.parse(release)
+    return next((d for d in deviations
+                 if d.covers(scenario, "kernel", "health", sig, path, version)), None)
+
+
 def with_health(verdict: Verdict, findings: list[str], obs: Observation | None = None,
                 deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:
     """Add the kernel-health check: a splat or new taint fails the scenario,
     unless a known deviation for this scenario and kernel covers all of it."""
     from mfinject.expectations.sources import CODING_STYLE_WARN
-    from mfinject.observers.health import signature
 
     if not findings:
         check = Check("kernel", "health", "no splat", "no splat", PASS, CODING_STYLE_WARN.cite())
         return Verdict(verdict.verdict, (*verdict.checks, check))
     observed = "; ".join(findings)
-    known = None
-    if obs is not None:
-        sig = signature(findings)
-        version = Version.parse(obs.kernel)
-        known = next((d for d in deviations if d.covers(obs.scenario, "kernel", "health", sig,
-                                                         obs.path, version)), None)
+    known = None if obs is None else known_health(obs.scenario, obs.path, obs.kernel, findings,
+                                                     deviations)
     if known is not None:
         check = Check("kernel", "health", "no splat", observed, KNOWN_DEVIATION,
                       CODING_STYLE_WARN.cite(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 import time
@@ -14,7 +13,7 @@ from mfinject import fs, kernel, pmem
 from mfinject.injectors import CORRUPT_PFN, CorruptPfnInjector, check_pfn
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import Participant, Reply, cast
+from mfinject.participant import Participant, cast, reply_text
 from mfinject.scenarios import LATE
 from mfinject.scenarios.races import FAULT, MUNMAP, PUNCH_HOLE, REFLINK, TRUNCATE, Race
 from mfinject.scenarios.runner import (
@@ -50,14 +49,6 @@ class Iteration:
         return (f"iteration {self.index} (page {self.page}, inject after {self.inject_delay_us} us,"
                 f" race after {self.race_delay_us} us): injection {self.injection}, "
                 f"racer {self.racer}, mapper signals {list(self.mapper_signals) or 'none'}")
-
-
-def _text(reply: Reply | None) -> str:
-    if reply is None:
-        return "process died"
-    if reply.ok:
-        return "ok"
-    return os.strerror(reply.errno) if reply.errno else str(reply.error)
 
 
 def _fresh(people: dict[str, Participant], tracer: Tracer, name: str, policy: str | None
@@ -132,10 +123,11 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
                 rac = r.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S)
                 tracer.settle(0.05, SETTLE_LIMIT_S)
             paths_seen[trace.path] += 1
-            racer = _text(rac)
+            racer = reply_text(rac, died="process died")
             if race.racer == FAULT and rac is not None and rac.ok:
                 racer = "old data" if rac.value == FILL else f"data {rac.value:#x}"
-            it = Iteration(i, page, round(d_inj * 1e6), round(d_race * 1e6), _text(inj), racer,
+            it = Iteration(i, page, round(d_inj * 1e6), round(d_race * 1e6),
+                           reply_text(inj, died="process died"), racer,
                            tuple(ev.code_name for ev in m.log.signals[n_signals:]
                                  if ev.signo == signal.SIGBUS))
             done.append(it)

@@ -14,7 +14,7 @@ from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS, UNPOISON_PFN, Injection
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import Participant, ParticipantError, Reply, cast
+from mfinject.participant import Participant, ParticipantError, Reply, cast, reply_text
 from mfinject.scenarios import DEFAULT, PMD_SIZE, Scenario
 from mfinject.syscalls import PAGE_SIZE
 from mfinject.undo import UndoStack
@@ -176,14 +176,6 @@ POLICY_NAMES = {syscalls.PR_MCE_KILL_EARLY: "early", syscalls.PR_MCE_KILL_LATE: 
                 syscalls.PR_MCE_KILL_DEFAULT: "default"}
 
 
-def _reply_text(reply: Reply | None, ok: str = "ok") -> str:
-    if reply is None:
-        return "caller killed"
-    if reply.ok:
-        return ok
-    return os.strerror(reply.errno) if reply.errno else str(reply.error)
-
-
 def _check_meaningful(scenario: Scenario, mount: fs.Mount) -> None:
     if scenario.only_path and mount.kind.path != scenario.only_path:
         raise NotMeaningful(f"{scenario.name} on {mount.kind.name} ({mount.kind.path} path): "
@@ -316,7 +308,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         for role in scenario.roles:
             p = people[role.name]
             if role.pin == "io_uring":
-                pins[role.name] = _reply_text(p.request("io_uring_register", addr=vaddrs[role.name],
+                pins[role.name] = reply_text(p.request("io_uring_register", addr=vaddrs[role.name],
                                                         length=PAGE_SIZE), "registered")
             elif role.pin == "odirect":
                 p.call("start_on_thread", thread=1, do="odirect_into",
@@ -356,7 +348,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                     reply = people[role.name].request("wait_thread", thread=1,
                                                       timeout=PIN_DELAY_MS / 1000 + 10)
                     pins[role.name] = ("O_DIRECT read in flight at the injection: "
-                                       + _reply_text(reply, f"completed, {reply.value if reply else 0}"
+                                       + reply_text(reply, f"completed, {reply.value if reply else 0}"
                                                      " bytes"))
             snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name),
                                                   scenario.map_size)
@@ -368,7 +360,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             if scenario.unpoison_after:
                 reply = people[inj_role.name].request("write_file", path=UNPOISON_PFN,
                                                       data=f"{pfn:#x}\n")
-                unpoison = _reply_text(reply)
+                unpoison = reply_text(reply)
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             for role in scenario.roles:
                 p = people[role.name]
@@ -378,15 +370,13 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                     access[role.name] = _probe_access(p, addr, t0)
                 if role.reads_after:
                     reply = p.request("pread", path=path, offset=0, length=PAGE_SIZE)
-                    reads[role.name] = ("died" if reply is None else
-                                        ("old data" if reply.value == [FILL] else
-                                         f"data {reply.value}") if reply.ok else
-                                        os.strerror(reply.errno) if reply.errno else
-                                        str(reply.error))
+                    data = reply.value if reply is not None else None
+                    reads[role.name] = reply_text(
+                        reply, "old data" if data == [FILL] else f"data {data}", died="died")
                 if role.io_after:
                     reply = p.request("file_io", path=path, offset=0, fill=FILL)
                     ios[role.name] = (reply.value if reply is not None and reply.ok else
-                                      {"file_io": _reply_text(reply)})
+                                      {"file_io": reply_text(reply)})
             if scenario.probe_access:
                 for role in scenario.roles:
                     if role.maps and not role.unmaps_before and not role.maps_after \
