@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mfinject import report
+from mfinject import listing, report, selection
 from mfinject.errors import MfinjectError
-from mfinject.expectations.model import CRASHED, KNOWN_DEVIATION, PASS
+from mfinject.expectations.model import CRASHED, ERROR, KNOWN_DEVIATION, PASS
 from mfinject.report import diff, table
 from mfinject.results import ResultSet, ScenarioResult, load, load_jsonl
 from mfinject.vm import kernels, runner
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+
+
+def suite_dir() -> Path:
+    """The in-guest tests: tests/kernel in a checkout, mfinject.suite when installed."""
+    spec = importlib.util.find_spec("mfinject.suite")
+    if spec is None or spec.origin is None:
+        raise MfinjectError("the in-VM suite (mfinject.suite) is not installed: reinstall "
+                            "mfinject (pip install 'mfinject[vm]', or scripts/setup)")
+    return Path(spec.origin).resolve().parent
 
 
 DELIBERATE_CRASH = "test_deliberate_crash"
@@ -28,6 +41,10 @@ DELIBERATE_CRASH = "test_deliberate_crash"
 def _collect(run: runner.GuestRun) -> list[ScenarioResult]:
     """Every record the guest streamed, over all boots, crashed tests included."""
     got = load_jsonl(run.results_dir / "results.jsonl")
+    if run.interrupted:
+        return [*got, ScenarioResult("(vm)", "-", run.kernel.release, ERROR,
+                                     message="interrupted (SIGINT/SIGTERM): the VM was stopped; "
+                                     f"{len(got)} result(s) had come back")]
     if run.exit_code is not None and not run.timed_out and (got or run.exit_code == 5):
         return got
     why = "watchdog timeout" if run.timed_out else f"guest exit {run.exit_code}"
@@ -43,34 +60,60 @@ def _is_failure(r: ScenarioResult) -> bool:
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
+    # --fs/--scenario become a -k for the guest's pytest; an unknown name exits 2 here
+    guest_args, notes = selection.pytest_args(
+        args.fs or [], args.scenario or [], args.pytest_args,
+        keep=[DELIBERATE_CRASH] if args.crash_test else [])
+    for note in notes:
+        print(f"mfinject: {note}", file=sys.stderr)
     if os.geteuid() != 0:
         print("mfinject vm: not root: run it as root (sudo); the guest runs the suite as root "
               "on the host's filesystem", file=sys.stderr)
         return 2
+    for note in runner.preflight():  # a missing tool raises: exit 2 before anything boots
+        print(f"mfinject: {note}", flush=True)
+    suite = suite_dir()
     specs = args.kernel or [kernels.DEFAULT_SPEC]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = (args.results or Path("results") / stamp).resolve()
     opts = runner.VmOptions(pmem=args.pmem, accel=args.accel, timeout_s=args.timeout,
                             test_timeout_s=args.test_timeout, crash_test=args.crash_test,
-                            pytest_args=tuple(args.pytest_args))
+                            pytest_args=guest_args, command=args.pmem_host_command,
+                            command_cwd=os.getcwd())
     resolved = [kernels.resolve(spec) for spec in specs]
     plan = runner.plan_parallelism(len(resolved))
     print(f"mfinject: {plan.jobs} VM(s) at a time: {plan.reason}", flush=True)
 
     def one(kernel: kernels.Kernel) -> list[ScenarioResult]:
         sub = run_dir / kernel.spec.replace(":", "-").replace("/", "_").strip("_")
-        return _collect(runner.run_kernel(kernel, sub, REPO, opts))
+        return _collect(runner.run_kernel(kernel, sub, suite, opts))
 
-    with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
+    with stop_on_signals(), ThreadPoolExecutor(max_workers=plan.jobs) as pool:
         all_results = [r for got in pool.map(one, resolved) for r in got]
     rs = ResultSet(tuple(all_results), {"kernels": specs, "created": stamp})
     write_reports(rs, run_dir)
     print(table.full(rs).replace(table.totals(rs.results), f"results: {run_dir}\n"
                                  + table.totals(rs.results)))
+    if runner.STOP.is_set():
+        return 130
     bad = [r for r in rs.results if _is_failure(r)]
     if bad or not rs.results:
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM stop every VM (QEMU, virtiofsd) and let the reports be written."""
+    def stop(signum: int, _frame: object) -> None:
+        print(f"mfinject: {signal.Signals(signum).name}: stopping the VMs", flush=True)
+        runner.STOP.set()
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 REPORT_FILES = {"markdown": "report.md", "junit": "junit.xml", "kcidb": "kcidb.json",
@@ -86,17 +129,34 @@ def write_reports(rs: ResultSet, run_dir: Path) -> None:
 def _load_many(paths: list[str]) -> ResultSet:
     results: list[ScenarioResult] = []
     meta: dict[str, object] = {"merged": paths}
+    partial = []
     for path in paths:
-        p = Path(path)
-        rs = load(p / "results.json" if p.is_dir() else p)
+        rs = load(Path(path))  # a results.json, a results.jsonl or a results directory
         results.extend(rs.results)
         meta.setdefault("created", rs.meta.get("created"))
+        if rs.meta.get("partial"):
+            partial.append(str(rs.meta["partial"]))
+    if partial:
+        meta["partial"] = "\n".join(partial)
     return ResultSet(tuple(results), meta)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.scenario:  # an unknown name exits 2 with the valid ones
+        selection.check_names("scenario", args.scenario, [e.name for e in listing.entries()])
+    try:
+        print(listing.render(args.format, args.expectations, args.scenario), flush=True)
+    except BrokenPipeError:  # mfinject list | head: the reader left, say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     if args.diff:
         old, new = _load_many([args.diff[0]]), _load_many([args.diff[1]])
+        for note in (old.meta.get("partial"), new.meta.get("partial")):
+            if note:
+                print(f"mfinject report: {note}", file=sys.stderr)
         print(diff.render(old, new))
         return 0
     if not args.results:
@@ -104,8 +164,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     rs = _load_many(args.results)
     text = report.render(args.format, rs)
+    note, noted = str(rs.meta.get("partial") or ""), ("table", "markdown", "summary")
+    if note and args.format in noted:  # XML, JSON and KTAP stay parseable: stderr only
+        text = text.rstrip("\n") + "\n" + note
+    if note and (args.output or args.format not in noted):
+        print(f"mfinject report: {note}", file=sys.stderr)
     if args.output:
-        Path(args.output).write_text(text)
+        out = Path(args.output)
+        try:
+            out.write_text(text)
+        except OSError as e:
+            why = f"{e.strerror}: choose another -o" if out.parent.is_dir() else \
+                f"folder {out.parent} does not exist: create it (mkdir -p {out.parent}) first"
+            print(f"mfinject report: cannot write {out}: {why}", file=sys.stderr)
+            return 2
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -115,6 +187,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mfinject", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--version", action="version",
+                    version=f"%(prog)s {importlib.metadata.version('mfinject')}")
     sub = ap.add_subparsers(dest="command", required=True)
     vm = sub.add_parser("vm", help="boot kernels with an emulated NVDIMM and run the suite")
     vm.add_argument("--kernel", action="append", metavar="SPEC",
@@ -128,21 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
                     help="watchdog per kernel, seconds")
     vm.add_argument("--test-timeout", type=float, default=runner.VmOptions.test_timeout_s,
                     help="watchdog per test, seconds: a test running longer counts as a hang")
+    vm.add_argument("--pmem-host-command", metavar="CMD",
+                    help="run CMD in the guest, from this directory, as a pmem owner runs it "
+                    "on a real machine (README.md): the namespace in fsdax mode holding ext4, "
+                    "/dev/pmem1 in CMD standing for it; pytest arguments go to PYTEST_ADDOPTS")
     vm.add_argument("--crash-test", action="store_true",
                     help="also run a test that crashes the guest on purpose (sysrq-c), to see "
                          "the runner record it and finish the rest in a fresh VM")
     vm.add_argument("--results", type=Path, help="results directory (default results/STAMP)")
+    vm.add_argument("--fs", action="append", metavar="FS",
+                    help="run the scenarios on this filesystem only; may repeat "
+                         "(mfinject list shows which runs where)")
+    vm.add_argument("--scenario", action="append", metavar="NAME",
+                    help="run this scenario or race only (exact name); may repeat. With --fs "
+                         "or --scenario the guard tests are left out")
     vm.add_argument("pytest_args", nargs="*", help="extra arguments for pytest in the guest "
                     "(after --)")
     vm.set_defaults(func=cmd_vm)
     rep = sub.add_parser("report", help="render saved results again")
     rep.add_argument("results", nargs="*", help="results.json files or results directories; "
-                     "several are merged")
+                     "several are merged. A run still going or interrupted is read from its "
+                     "results.jsonl streams and marked partial")
     rep.add_argument("--format", choices=report.FORMAT_NAMES, default="table")
     rep.add_argument("--output", "-o", help="write to this file instead of stdout")
     rep.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
                      help="compare two runs: newly failing, newly passing, changed observations")
     rep.set_defaults(func=cmd_report)
+    lst = sub.add_parser("list", help="the scenarios (participants, filesystems, injector, "
+                         "kernels), or with --expectations every expectation and deviation")
+    lst.add_argument("--expectations", action="store_true",
+                     help="every expectation and known deviation, with source and kernel range")
+    lst.add_argument("--format", choices=listing.FORMATS, default="table")
+    lst.add_argument("--scenario", action="append", metavar="NAME",
+                     help="only this scenario or race; may repeat")
+    lst.set_defaults(func=cmd_list)
     return ap
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -95,21 +96,71 @@ def namespace_of_blockdev(blockdev: str) -> str:
     raise PmemError(f"cannot find the namespace behind /dev/{blockdev} ({target})")
 
 
+WHAT_PMEM_IS = ("a pmem namespace is a block device /dev/pmemN (or pmemN.M) backed by "
+                "namespaceX.Y: `ndctl list -N` lists them; designate one with --mfinject-device")
+
+
+def _missing(designation: str) -> PmemError:
+    return PmemError(f"{designation} does not exist: check `ndctl list -N` and designate "
+                     "an existing namespace with --mfinject-device")
+
+
+def _sysfs_name(kind: str, st: os.stat_result) -> str:
+    """``sda1``, ``null``: the device's name in /sys/dev/{block,char}/MAJ:MIN."""
+    link = Path(f"/sys/dev/{kind}/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    return link.resolve().name if link.exists() else \
+        f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}, not in sysfs"
+
+
+def _namespace_of_path(designation: str, path: Path) -> str:
+    """The namespace behind a device node, or an error saying what the path is instead."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise _missing(designation) from None
+    except OSError as e:
+        raise PmemError(f"cannot look at {designation} ({e.strerror}): {WHAT_PMEM_IS}") from e
+    if stat.S_ISBLK(st.st_mode):
+        name = _sysfs_name("block", st)
+        if name.startswith("pmem") and Path(f"/sys/block/{name}/device").exists():
+            return namespace_of_blockdev(name)
+        what = f"a block device ({name} in sysfs) that is not a pmem namespace"
+    elif stat.S_ISCHR(st.st_mode):
+        what = f"a character device ({_sysfs_name('char', st)} in sysfs), not a pmem namespace"
+    elif stat.S_ISDIR(st.st_mode):
+        what = "a directory, not a pmem namespace"
+    elif stat.S_ISREG(st.st_mode):
+        what = "a regular file, not a pmem namespace"
+    else:
+        what = "neither a file nor a device"
+    raise PmemError(f"{designation} is {what}: {WHAT_PMEM_IS}")
+
+
+def namespace_name(designation: str) -> str:
+    """``/dev/pmemN``, ``pmemN``, ``namespaceX.Y`` (or any path to a pmem block device)
+    -> ``namespaceX.Y``."""
+    if "/" in designation:
+        return _namespace_of_path(designation, Path(designation))
+    if (ND_DEVICES / designation).exists():
+        if not designation.startswith("namespace"):
+            raise PmemError(f"{designation} is a libnvdimm device but not a namespace: "
+                            f"{WHAT_PMEM_IS}")
+        return designation
+    if designation.startswith("pmem"):
+        if not Path(f"/dev/{designation}").exists():
+            raise _missing(designation)
+        return namespace_of_blockdev(designation)
+    for path in (Path(f"/dev/{designation}"), Path(designation)):  # "null", "sda", "x.img"
+        if path.exists():
+            return _namespace_of_path(designation, path)
+    raise _missing(designation)
+
+
 def lookup(designation: str) -> Namespace:
     """Resolve ``/dev/pmemN``, ``pmemN`` or ``namespaceX.Y`` to a Namespace."""
-    name = designation.removeprefix("/dev/")
-    if name.startswith("pmem"):
-        if not Path(f"/dev/{name}").exists():
-            raise PmemError(
-                f"{designation} does not exist: check `ndctl list -N` and designate "
-                "an existing namespace with --mfinject-device"
-            )
-        name = namespace_of_blockdev(name)
+    name = namespace_name(designation)
     if not (ND_DEVICES / name).exists():
-        raise PmemError(
-            f"{designation} does not exist: check `ndctl list -N` and designate "
-            "an existing namespace with --mfinject-device"
-        )
+        raise _missing(designation)
     listing = ndctl("list", "-n", name)
     if isinstance(listing, list):
         listing = listing[0] if listing else None

@@ -80,31 +80,137 @@ def append_jsonl(path: Path, result: ScenarioResult) -> None:
         os.fsync(f.fileno())
 
 
-def _from_dict(r: dict[str, Any]) -> ScenarioResult:
+REQUIRED = ("scenario", "fs", "kernel", "verdict")
+FIX = "give a results.json or the results directory `mfinject vm` printed (results/STAMP)"
+
+
+def _from_dict(r: Any, where: str) -> ScenarioResult:
+    if not isinstance(r, dict):
+        raise ResultsError(f"{where} is a JSON {type(r).__name__}, not a result object")
+    missing = [k for k in REQUIRED if not isinstance(r.get(k), str)]
+    if missing:
+        raise ResultsError(
+            f"{where} lacks {', '.join(missing)}: every result needs {', '.join(REQUIRED)} "
+            "as strings; repair or delete that row")
+    checks = r.get("checks") or []
+    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks) or \
+            not isinstance(r.get("observation"), (dict, type(None))):
+        raise ResultsError(f"{where}: checks is not a list of objects or observation not an "
+                           "object; repair or delete that row")
     fields = {f.name for f in dataclasses.fields(ScenarioResult)}
-    return ScenarioResult(**{k: (tuple(v) if k == "checks" else v)
-                             for k, v in r.items() if k in fields})
+    return ScenarioResult(**{**{k: v for k, v in r.items() if k in fields},
+                             "checks": tuple(checks)})
+
+
+def read_jsonl(path: Path) -> tuple[list[ScenarioResult], int]:
+    """Streamed records and how many lines could not be read.
+
+    A later record of the same test replaces an earlier one; a line cut short
+    by a crash is skipped.
+    """
+    if not path.exists():
+        return [], 0
+    by_id: dict[str, ScenarioResult] = {}
+    skipped = 0
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = _from_dict(json.loads(line), f"{path} line {n}")
+        except (json.JSONDecodeError, ResultsError):
+            skipped += 1
+            continue
+        by_id[r.nodeid or f"{r.scenario}/{r.fs}/{r.kernel}"] = r
+    return list(by_id.values()), skipped
 
 
 def load_jsonl(path: Path) -> list[ScenarioResult]:
     """Streamed records; a later record of the same test replaces an earlier one."""
+    return read_jsonl(path)[0]
+
+
+def _read_json(path: Path) -> Any:
     if not path.exists():
-        return []
-    by_id: dict[str, ScenarioResult] = {}
-    for line in path.read_text().splitlines():
-        try:
-            r = _from_dict(json.loads(line))
-        except (json.JSONDecodeError, TypeError):
-            continue  # a line cut short by a crash
-        by_id[r.nodeid or f"{r.scenario}/{r.fs}/{r.kernel}"] = r
-    return list(by_id.values())
+        raise ResultsError(f"{path}: no such file or directory: {FIX}")
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise ResultsError(f"cannot read results from {path} ({e.strerror}): {FIX}") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ResultsError(f"{path} is not JSON ({e}): {FIX}") from e
+
+
+def load_file(path: Path) -> ResultSet:
+    """A results.json, checked: a damaged or foreign file is refused with the fix."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} is a JSON {type(data).__name__}, not an mfinject results "
+                           f"file (an object with schema {SCHEMA!r}): {FIX}")
+    if data.get("schema") != SCHEMA:
+        raise ResultsError(f"{path} is not an mfinject results file (schema "
+                           f"{data.get('schema')!r}, not {SCHEMA!r}): {FIX}")
+    rows, meta = data.get("results"), data.get("meta", {})
+    if not isinstance(rows, list) or not isinstance(meta, dict):
+        raise ResultsError(f"{path}: 'results' is not a list or 'meta' not an object: "
+                           f"the file is damaged; {FIX}")
+    return ResultSet(tuple(_from_dict(r, f"{path}: result #{i}") for i, r in enumerate(rows, 1)),
+                     meta)
+
+
+def _stream(jsonl: Path) -> tuple[list[ScenarioResult], dict[str, Any] | None, int]:
+    """A results.jsonl: its records, the meta of the results.json beside it (written
+    when its pytest session ended; None while there is none), and its unreadable lines."""
+    rows, skipped = read_jsonl(jsonl)
+    final = jsonl.with_name("results.json")
+    return rows, (load_file(final).meta if final.is_file() else None), skipped
 
 
 def load(path: Path) -> ResultSet:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ResultsError(f"cannot read results from {path}: {e}") from e
-    if data.get("schema") != SCHEMA:
-        raise ResultsError(f"{path} is not an mfinject results file (schema {data.get('schema')!r})")
-    return ResultSet(tuple(_from_dict(r) for r in data["results"]), data.get("meta", {}))
+    """A results.json, a results.jsonl, or a results directory of either layout.
+
+    A directory holding results.jsonl is read from it: the stream carries every
+    boot of a VM run and the crashes the runner appended, while results.json
+    beside it holds the last pytest session only, and marks that it ended.
+    A run directory of ``mfinject vm`` holds results.json once every kernel is
+    done, and before that only KERNEL/results.jsonl: such a run is partial.
+    """
+    if path.suffix == ".jsonl" and path.is_file():
+        streams = [path]
+    elif not path.is_dir():
+        return load_file(path)
+    elif (path / "results.jsonl").is_file():
+        streams = [path / "results.jsonl"]
+    elif (path / "results.json").is_file():
+        return load_file(path / "results.json")
+    else:
+        streams = sorted(path.glob("*/results.jsonl"))
+    if not streams:
+        raise ResultsError(f"{path} holds no results.json or results.jsonl, nor do its "
+                           f"subdirectories (a run just started has none yet): {FIX}")
+    return _merge_streams(path, streams)
+
+
+def _merge_streams(path: Path, streams: list[Path]) -> ResultSet:
+    rows: list[ScenarioResult] = []
+    meta: dict[str, Any] = {}
+    unfinished, skipped = [], 0
+    for jsonl in streams:
+        got, final_meta, bad = _stream(jsonl)
+        rows += got
+        skipped += bad
+        if final_meta is None:
+            unfinished.append(jsonl.parent.name)
+        for k, v in (final_meta or {}).items():
+            meta.setdefault(k, v)
+    so_far = f"{len(rows)} result(s) so far" + \
+        (f", {skipped} unreadable line(s) skipped" if skipped else "")
+    if path.is_dir() and streams[0].parent != path:  # RUN/KERNEL/results.jsonl, no RUN/results.json
+        unfinished += [f.parent.name for f in sorted(path.glob("*/progress.log"))
+                       if not (f.parent / "results.jsonl").exists()]  # booted, nothing yet
+        meta["partial"] = (f"partial run: {path} has no results.json yet, the run was interrupted "
+                           "or is still going (kernels unfinished: "
+                           f"{', '.join(unfinished) or 'none'}); {so_far}")
+    elif unfinished:
+        meta["partial"] = (f"partial run: no results.json beside {streams[0]}, its pytest session "
+                           f"was interrupted or is still going; {so_far}")
+    return ResultSet(tuple(rows), meta)

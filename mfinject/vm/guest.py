@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +30,47 @@ def _first_namespace() -> str | None:
     return names[0] if names else None
 
 
+# The device a pmem owner's command names (README.md); the VM's namespace plays it.
+README_DEVICE = "/dev/pmem1"
+
+
+def like_a_real_machine(ns: str) -> str:
+    """The namespace as a pmem owner has it: fsdax mode, holding a filesystem.
+
+    Returns its device path. On a real machine the namespace was set up long
+    before the suite runs; the README's command must work on that.
+    """
+    from mfinject import fs, pmem
+    found = pmem.ensure_fsdax(pmem.lookup(ns), may_reconfigure=True)
+    devpath = f"/dev/{found.blockdev}"
+    fs.mkfs(fs.FS_KINDS["ext4"], devpath)
+    return devpath
+
+
+def _command(args: argparse.Namespace, ns: str | None, logf: object) -> list[str]:
+    """The pmem owner's command line, as written, with the VM's device in it."""
+    if ns is None:
+        return ["bash", "-c", "echo 'guest: no namespace for the command' >&2; exit 2"]
+    from mfinject.errors import MfinjectError
+    try:
+        devpath = like_a_real_machine(ns)
+    except MfinjectError as e:
+        return ["bash", "-c", f"echo {shlex.quote(f'guest: preparing {ns}: {e}')} >&2; exit 2"]
+    cmd = args.command.removeprefix("sudo ").replace(README_DEVICE, devpath)
+    logf.write(f"guest: {ns} in fsdax mode holding ext4 on {devpath}; running, in "
+               f"{args.cwd}: {cmd}\n")
+    return ["bash", "-c", cmd]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mfinject.vm.guest")
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--tests", required=True)
     ap.add_argument("--log", default="guest.log", help="name of the log file in RESULTS")
+    ap.add_argument("--command", help="run this pmem owner's command line (README.md) instead, "
+                    f"{README_DEVICE} standing for the VM's namespace; pytest_args go to "
+                    "PYTEST_ADDOPTS")
+    ap.add_argument("--cwd", help="directory to run --command in")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.pytest_args[:1] == ["--"]:
@@ -56,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             f.write(f"guest up: kernel {os.uname().release}, namespace {ns}\n")
         env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1",
                    MFINJECT_PROGRESS=str(progress))
+        if args.command:
+            env.update(MFINJECT_RESULTS=str(args.results), PYTEST_ADDOPTS=shlex.join(
+                ["-v", "-p", "no:cacheprovider", "--color=no", *args.pytest_args]))
+            cmd = _command(args, ns, logf)
         rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                            check=False).returncode
+                            cwd=args.cwd, check=False).returncode
         logf.write(f"guest: pytest exited {rc}\n")
     (args.results / "guest-exit").write_text(f"{rc}\n")
     return rc

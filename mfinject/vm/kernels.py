@@ -5,7 +5,8 @@
   sid or trixie-backports ships now; ``debian:X.Y`` (e.g. ``debian:7.3``):
   the moving suite that ships X.Y now. Each is downloaded with apt-get through a sources list kept in the
   cache (never /etc/apt), unpacked with ``dpkg -x`` and never installed.
-- a path to a vmlinuz: the modules must sit beside it, either in
+- a path to a vmlinuz: an x86 bzImage, whose boot header names its RELEASE;
+  the modules of that release must sit beside it, either in
   ``../lib/modules/RELEASE`` (a Debian package layout) or in the same
   directory as the vmlinuz (``usr/lib/modules/RELEASE/vmlinuz``, 7.x layout).
 """
@@ -137,20 +138,57 @@ def _extra_packages(root: Path, image: str) -> list[str]:
     return re.findall(r"Depends:\s*(linux-(?:binary|modules|base)-\d\S*)", out)
 
 
-def find_modules(vmlinuz: Path, release: str | None = None) -> Path:
-    """The modules tree that belongs to a vmlinuz, in either package layout."""
-    if release is None:
-        release = vmlinuz.name.removeprefix("vmlinuz-") if vmlinuz.name != "vmlinuz" \
-            else vmlinuz.parent.name
-    for cand in (vmlinuz.parent, vmlinuz.parent.parent / "lib" / "modules" / release,
-                 vmlinuz.parent.parent / "usr" / "lib" / "modules" / release):
-        if (cand / "modules.dep").exists() or (cand / "modules.order").exists() or \
-                (cand / "kernel").is_dir():
+def _is_module_tree(d: Path) -> bool:
+    return (d / "modules.dep").exists() or (d / "modules.order").exists() or \
+        (d / "kernel").is_dir()
+
+
+def find_modules(vmlinuz: Path, release: str) -> Path:
+    """The modules tree of ``release`` beside a vmlinuz, in either package layout.
+
+    The tree must be named after the release: a directory that merely holds
+    modules (``/etc`` holds ``kernel/``) belongs to no particular kernel.
+    """
+    top = vmlinuz.parent.parent
+    for cand in (vmlinuz.parent, top / "lib" / "modules" / release,
+                 top / "usr" / "lib" / "modules" / release):
+        if cand.name == release and _is_module_tree(cand):
             return cand
+    others = sorted({d.name for d in (vmlinuz.parent, *(top / "lib" / "modules").glob("*"),
+                                      *(top / "usr" / "lib" / "modules").glob("*"))
+                     if d.is_dir() and _is_module_tree(d)})
+    found = f" (only those of {', '.join(others[:4])}, another kernel)" if others else ""
     raise KernelResolveError(
-        f"no modules found for {vmlinuz}: put them in ../lib/modules/{release} "
-        "beside the vmlinuz (the layout dpkg -x leaves), or use --kernel debian:VERSION"
+        f"no modules of {release} found for {vmlinuz}{found}: put them in "
+        f"../lib/modules/{release} beside the vmlinuz (the layout dpkg -x leaves), "
+        "or use --kernel debian:VERSION"
     )
+
+
+BOOT_MAGIC_AT = 0x202  # "HdrS": the x86 boot protocol header (Documentation/arch/x86/boot.rst)
+KERNEL_VERSION_AT = 0x20E  # u16 pointer to the version string, minus 0x200
+HEADER_READ = 0x10200 + 512  # the pointer is 16 bits: the string lies within this
+
+
+def image_release(path: Path, spec: str) -> str:
+    """The release an x86 bzImage announces in its boot header, e.g. ``6.1.0-56-amd64``."""
+    fix = "give the vmlinuz of an x86 kernel, or --kernel debian:6.1"
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEADER_READ)
+    except OSError as e:
+        raise KernelResolveError(f"--kernel {spec}: cannot read it ({e.strerror}): "
+                                 "check its permissions, or give --kernel debian:6.1") from e
+    if head[BOOT_MAGIC_AT:BOOT_MAGIC_AT + 4] != b"HdrS":
+        raise KernelResolveError(f"--kernel {spec} is not a bzImage (no 'HdrS' boot header): {fix}")
+    pointer = int.from_bytes(head[KERNEL_VERSION_AT:KERNEL_VERSION_AT + 2], "little")
+    text = head[pointer + 0x200:].split(b"\0", 1)[0] if pointer else b""
+    release = text.decode("ascii", "replace").split(" ", 1)[0]
+    if not re.fullmatch(r"\d+\.\d+[\w.+~-]*", release):
+        raise KernelResolveError(
+            f"--kernel {spec} has a boot header but no kernel release in it "
+            f"(version string {text[:60]!r}): {fix}")
+    return release
 
 
 def _unpacked(spec: str, root: Path) -> Kernel:
@@ -252,8 +290,12 @@ def _resolve(spec: str) -> Kernel:
     if spec.startswith("debian:"):
         return resolve_debian(spec.removeprefix("debian:"))
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise KernelResolveError(f"--kernel {spec} is a directory: give the vmlinuz in it "
+                                 "(boot/vmlinuz-RELEASE), or --kernel debian:6.1")
     if not path.is_file():
         raise KernelResolveError(
             f"--kernel {spec}: no such file; give debian:VERSION or the path to a vmlinuz")
-    modules = find_modules(path)
-    return Kernel(str(path), modules.name, path.resolve(), modules)
+    release = image_release(path, spec)
+    modules = find_modules(path, release)
+    return Kernel(str(path), release, path.resolve(), modules)

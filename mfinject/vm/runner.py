@@ -18,12 +18,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from mfinject import hosttools
 from mfinject.errors import MfinjectError
 from mfinject.expectations.model import CRASHED
 from mfinject.results import ScenarioResult, append_jsonl
@@ -52,6 +54,14 @@ class VmError(MfinjectError):
     pass
 
 
+class HostSetupError(VmError):
+    """The host could not start the guest: a setup problem, never a guest crash."""
+
+
+# Set by `mfinject vm` on SIGINT/SIGTERM: every runner stops its VM, at once.
+STOP = threading.Event()
+
+
 @dataclass(frozen=True)
 class VmOptions:
     pmem: str = "nfit"  # "nfit": ACPI NFIT -device nvdimm; "memmap": legacy e820 memmap=
@@ -61,6 +71,10 @@ class VmOptions:
     max_boots: int = 6
     crash_test: bool = False
     pytest_args: tuple[str, ...] = ()
+    # a pmem owner's command line (README.md), run in ``command_cwd`` in the
+    # guest on a namespace prepared as on a real machine (mfinject.vm.guest)
+    command: str | None = None
+    command_cwd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,16 +86,53 @@ class GuestRun:
     exit_code: int | None  # the guest pytest's, None if it never reported
     timed_out: bool
     elapsed_s: float
+    interrupted: bool = False  # SIGINT/SIGTERM stopped it
 
 
 def vng_path() -> str:
     exe = shutil.which("vng", path=os.path.dirname(sys.executable) + os.pathsep
                        + os.environ.get("PATH", ""))
     if exe is None:
-        raise VmError("vng not found: install virtme-ng (scripts/setup does it: pip install virtme-ng)")
-    if shutil.which("qemu-system-x86_64") is None:
-        raise VmError("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+        raise HostSetupError("vng not found: install the vm extra (pip install 'mfinject[vm]'; "
+                             "scripts/setup does it)")
     return exe
+
+
+def preflight() -> list[str]:
+    """Check every host tool before anything boots; raise with all that is missing.
+
+    Returns the notes on optional tools (virtiofsd), for the log.
+    """
+    errors, notes = hosttools.preflight()
+    if errors:
+        raise HostSetupError("\n".join(errors))
+    return notes
+
+
+# What vng runs on the host for a guest (virtme-ng 1.x): QEMU
+# (virtme/qemu_helpers.py), busybox for the initramfs (virtme/mkinitramfs.py
+# find_busybox()), modprobe and depmod for the kernel's modules
+# (virtme/modfinder.py, virtme/commands/run.py). All on hosttools.TOOLS.
+VNG_NEEDS = ("qemu-system-x86_64", "busybox", "modprobe", "depmod")
+
+
+# The kernel printed something: the guest started, whatever happened later.
+KERNEL_STARTED = re.compile(r"Linux version \d|^\[\s*\d+\.\d+\] ", re.MULTILINE)
+
+
+def host_failure(console_text: str, vng_exit: int | None) -> str | None:
+    """Why vng failed on the host, or None when the guest kernel did start.
+
+    A guest kernel that never printed a line, with vng gone with a non-zero
+    status, means the host could not start it (no busybox for the
+    initramfs, QEMU refusing its options, ...): virtme-ng's own words, last.
+    """
+    if KERNEL_STARTED.search(console_text) or vng_exit in (None, 0):
+        return None
+    lines = [ln.strip() for ln in console_text.replace("\r", "").splitlines()
+             if ln.strip() and "waiting for virtiofsd" not in ln]
+    said = "\n".join(lines[-6:]) or "(no output)"
+    return f"virtme-ng could not start the guest (exit {vng_exit}):\n{said}"
 
 
 def _env() -> dict[str, str]:
@@ -114,41 +165,77 @@ def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem:
     return cmd
 
 
-def _probe_kvm(kernel: Kernel) -> tuple[bool, str]:
+def accel_marker(kernel: Kernel) -> Path:
+    return cache_dir() / "accel" / f"{os.uname().release}--{kernel.release}.json"
+
+
+@dataclass(frozen=True)
+class AccelChoice:
+    accel: str  # kvm or tcg
+    reason: str
+    # KVM failed to boot the kernel: cache that once TCG has booted it, so a
+    # host-side failure (that breaks both) is never cached as "no KVM"
+    remember_on_tcg_boot: bool = False
+
+
+def _probe_kvm(kernel: Kernel) -> AccelChoice:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False, "no usable /dev/kvm"
-    marker = cache_dir() / "accel" / f"{os.uname().release}--{kernel.release}.json"
+        return AccelChoice("tcg", "no usable /dev/kvm: using TCG")
+    marker = accel_marker(kernel)
     if marker.exists():
         data = json.loads(marker.read_text())
-        return data["kvm"], data["reason"] + " (cached in " + str(marker) + ")"
+        why = f"{data['reason']} (cached in {marker})"
+        return AccelChoice("kvm", why) if data["kvm"] else AccelChoice("tcg", why + ": using TCG")
     probe_dir = cache_dir() / "accel" / "probe"
     shutil.rmtree(probe_dir, ignore_errors=True)
     probe_dir.mkdir(parents=True)
-    cmd = [vng_path(), "--run", str(kernel.vmlinuz), "--memory", "1G", f"--rwdir={probe_dir}",
-           "--exec", f"echo ok > {probe_dir}/ok"]
+    cmd = [vng_path(), "--verbose", "--run", str(kernel.vmlinuz), "--memory", "1G",
+           f"--rwdir={probe_dir}", "--exec", f"echo ok > {probe_dir}/ok"]
     print(f"mfinject: probing KVM with {kernel.release} (up to {KVM_PROBE_TIMEOUT_S:.0f} s)",
           flush=True)
     t0 = time.monotonic()
-    ok = False
-    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env=_env(), start_new_session=True) as proc:
-        try:
-            proc.wait(timeout=KVM_PROBE_TIMEOUT_S)
-            ok = (probe_dir / "ok").exists()
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
+    output = probe_dir / "console.log"
+    with output.open("wb") as out, subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=_env(),
+            start_new_session=True) as proc:
+        rc = _wait(proc, KVM_PROBE_TIMEOUT_S)
     took = time.monotonic() - t0
-    reason = (f"KVM booted {kernel.release} in {took:.0f} s" if ok else
-              f"KVM did not boot {kernel.release} within {KVM_PROBE_TIMEOUT_S:.0f} s")
-    marker.write_text(json.dumps({"kvm": ok, "reason": reason}))
-    return ok, reason
+    if (probe_dir / "ok").exists():
+        reason = f"KVM booted {kernel.release} in {took:.0f} s"
+        marker.write_text(json.dumps({"kvm": True, "reason": reason}))
+        return AccelChoice("kvm", reason)
+    if STOP.is_set():
+        raise HostSetupError("interrupted during the KVM probe")
+    # Whatever failed, TCG is tried next; only a TCG boot that works makes
+    # this a fact about KVM worth caching (a host-side failure breaks both).
+    said = host_failure(output.read_bytes().decode("utf-8", "replace"), rc)
+    why = (f"within {KVM_PROBE_TIMEOUT_S:.0f} s" if rc is None else
+           f"(vng exit {rc}: {said.splitlines()[-1].strip()})" if said else f"(vng exit {rc})")
+    return AccelChoice("tcg", f"KVM did not boot {kernel.release} {why}: using TCG",
+                       remember_on_tcg_boot=True)
 
 
-def choose_accel(kernel: Kernel, requested: str) -> tuple[str, str]:
+def remember_kvm_failure(kernel: Kernel, choice: AccelChoice) -> None:
+    """TCG booted what KVM did not: now the KVM answer is worth caching."""
+    if choice.remember_on_tcg_boot:
+        reason = choice.reason.removesuffix(": using TCG")
+        accel_marker(kernel).write_text(json.dumps({"kvm": False, "reason": reason}))
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """The exit status, or None after killing it at the timeout or on STOP."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not STOP.is_set():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=0.5)
+    _kill_group(proc)
+    return None
+
+
+def choose_accel(kernel: Kernel, requested: str) -> AccelChoice:
     if requested in ("kvm", "tcg"):
-        return requested, f"--accel {requested} given"
-    ok, reason = _probe_kvm(kernel)
-    return ("kvm", reason) if ok else ("tcg", reason + ": using TCG")
+        return AccelChoice(requested, f"--accel {requested} given")
+    return _probe_kvm(kernel)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -261,16 +348,19 @@ def console_tail(path: Path, lines: int = 25) -> str:
     return console_excerpt(path, lines)[1]
 
 
-def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -> GuestRun:
+def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) -> GuestRun:
     """Boot ``kernel`` and run the in-guest suite, surviving crashes and hangs.
 
     One boot runs every scenario. If the guest panics, hangs in one test for
     longer than ``opts.test_timeout_s`` or runs past ``opts.timeout_s``, the
     test that was running is recorded as crashed with the console tail, and a
-    fresh VM runs the tests that have not run yet.
+    fresh VM runs the tests that have not run yet. ``suite`` is the directory
+    of the in-guest tests (tests/kernel, or mfinject.suite when installed).
+    A guest that vng could not start is a HostSetupError, never a crash.
     """
     results_dir.mkdir(parents=True, exist_ok=True)
-    accel, reason = choose_accel(kernel, opts.accel)
+    choice = choose_accel(kernel, opts.accel)
+    accel, reason = choice.accel, choice.reason
     t0 = time.monotonic()
     progress = Progress(kernel.spec, results_dir / "progress.log", t0)
     crashed: list[ScenarioResult] = []
@@ -283,9 +373,15 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
         if time.monotonic() - t0 > opts.timeout_s:
             timed_out = True
             break
-        outcome = _boot(kernel, results_dir, repo, opts, accel, reason, attempt, skip, progress, t0)
+        outcome = _boot(kernel, results_dir, suite, opts, accel, reason, attempt, skip, progress,
+                        t0)
+        if outcome.host_failure:
+            raise HostSetupError(f"{kernel.spec}: {outcome.host_failure}\n(console: "
+                                 f"{results_dir / outcome.console})")
+        if outcome.kernel_started and accel == "tcg":
+            remember_kvm_failure(kernel, choice)
         exit_code = outcome.exit_code
-        if outcome.exit_code is not None:
+        if outcome.exit_code is not None or STOP.is_set():
             break
         done, running = parse_progress((results_dir / "progress.log").read_text()
                                        if (results_dir / "progress.log").exists() else "")
@@ -320,8 +416,10 @@ def run_kernel(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions) -
     with contextlib.suppress(FileNotFoundError):
         (results_dir / "nvdimm.img").unlink()
     elapsed = time.monotonic() - t0
-    progress.say(f"done in {elapsed:.0f} s, guest pytest exit {exit_code}")
-    return GuestRun(kernel, accel, reason, results_dir, exit_code, timed_out, elapsed)
+    progress.say(f"done in {elapsed:.0f} s, guest pytest exit {exit_code}"
+                 + (" (interrupted)" if STOP.is_set() else ""))
+    return GuestRun(kernel, accel, reason, results_dir, exit_code, timed_out, elapsed,
+                    interrupted=STOP.is_set())
 
 
 @dataclass(frozen=True)
@@ -329,9 +427,11 @@ class BootOutcome:
     exit_code: int | None
     why: str
     console: str
+    kernel_started: bool = True
+    host_failure: str | None = None  # vng could not start the guest: why
 
 
-def _boot(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions, accel: str,
+def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
           reason: str, attempt: int, skip: list[str], progress: Progress,
           t0: float) -> BootOutcome:
     image = results_dir / "nvdimm.img"
@@ -344,12 +444,14 @@ def _boot(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions, accel:
     config = config_path(kernel)
     suffix = "" if attempt == 0 else f"-{attempt}"
     pytest_args = [*opts.pytest_args, *[f"--deselect={n}" for n in skip]]
-    guest_cmd = f"cd {shlex.quote(str(repo))} && " + shlex.join([
+    guest_cmd = f"cd {shlex.quote(str(suite))} && " + shlex.join([
         "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
         f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
         *([f"MFINJECT_KERNEL_CONFIG={config}"] if config else []),
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
-        "--log", f"guest{suffix}.log", "--tests", str(repo / "tests" / "kernel"), "--",
+        "--log", f"guest{suffix}.log", "--tests", str(suite),
+        *(["--command", opts.command, "--cwd", opts.command_cwd or "/"] if opts.command else []),
+        "--",
         *pytest_args,
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image)
@@ -393,10 +495,18 @@ def _boot(kernel: Kernel, results_dir: Path, repo: Path, opts: VmOptions, accel:
                     progress.say(f"{why}; killing the VM")
                     _kill_group(proc)
                     break
+                if STOP.is_set():
+                    why = "interrupted (SIGINT/SIGTERM)"
+                    progress.say(f"{why}; stopping the VM")
+                    _kill_group(proc)
+                    break
                 time.sleep(0.5)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
     progress.poll()
     exit_code = int(exit_file.read_text()) if exit_file.exists() else None
-    return BootOutcome(exit_code, why, console_name)
+    text = (results_dir / console_name).read_bytes().decode("utf-8", "replace")
+    stopped = STOP.is_set() or why.startswith("watchdog")  # we killed it: not vng's failure
+    failure = None if exit_code is not None or stopped else host_failure(text, proc.returncode)
+    return BootOutcome(exit_code, why, console_name, bool(KERNEL_STARTED.search(text)), failure)

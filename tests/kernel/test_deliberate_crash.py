@@ -9,7 +9,7 @@ import pytest
 pytestmark = [pytest.mark.pmem, pytest.mark.deliberate_crash]
 
 
-def test_deliberate_crash(pmem_namespace):
+def test_deliberate_crash(mf_pmem_namespace):
     with open("/proc/sys/kernel/sysrq", "w") as f:
         f.write("1")
     with open("/proc/sysrq-trigger", "w") as f:

@@ -15,7 +15,7 @@ from mfinject import fs, pmem
 from mfinject.injectors import InjectError, require_debugfs
 
 pytestmark = pytest.mark.pmem
-REPO = Path(__file__).resolve().parents[2]
+SUITE = Path(__file__).resolve().parent  # tests/kernel, or mfinject/suite when installed
 
 
 def _to_mode(ns: pmem.Namespace, mode: str) -> pmem.Namespace:
@@ -29,8 +29,8 @@ def _to_mode(ns: pmem.Namespace, mode: str) -> pmem.Namespace:
 
 
 @pytest.mark.kernel_log_allows(r"DAX unsupported by block device")
-def test_raw_namespace_is_refused_and_gives_no_dax(pmem_namespace):
-    raw = _to_mode(pmem_namespace, "raw")
+def test_raw_namespace_is_refused_and_gives_no_dax(mf_pmem_namespace):
+    raw = _to_mode(mf_pmem_namespace, "raw")
     try:
         assert raw.mode == "raw"
         with pytest.raises(pmem.PmemError, match=r"in raw mode, not fsdax.*"
@@ -42,24 +42,24 @@ def test_raw_namespace_is_refused_and_gives_no_dax(pmem_namespace):
             with pytest.raises(fs.FsError, match="is not DAX .*Put the namespace in fsdax mode"):
                 fs.create_file(mount, "probe", 4096)
     finally:
-        back = pmem.ensure_fsdax(pmem.lookup(pmem_namespace.name), may_reconfigure=True)
+        back = pmem.ensure_fsdax(pmem.lookup(mf_pmem_namespace.name), may_reconfigure=True)
     assert back.mode == "fsdax"
 
 
-def test_mount_without_dax_is_refused(clean_namespace):
-    with fs.mounted(fs.FS_KINDS["xfs"], clean_namespace.devpath, options="dax=never") as mount:
+def test_mount_without_dax_is_refused(mf_clean_namespace):
+    with fs.mounted(fs.FS_KINDS["xfs"], mf_clean_namespace.devpath, options="dax=never") as mount:
         with pytest.raises(fs.FsError, match="is not DAX .*mount with -o dax=always"):
             fs.create_file(mount, "probe", 4096)
 
 
-def test_missing_mkfs_is_named(clean_namespace, monkeypatch, tmp_path):
+def test_missing_mkfs_is_named(mf_clean_namespace, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(fs.FsError, match=r"mkfs.xfs not found: install it "
                                          r"\(apt-get install xfsprogs\)"):
-        fs.mkfs(fs.FS_KINDS["xfs"], clean_namespace.devpath)
+        fs.mkfs(fs.FS_KINDS["xfs"], mf_clean_namespace.devpath)
 
 
-def test_unmounted_debugfs_is_named(pmem_namespace):  # the fixture gates it to pmem hosts
+def test_unmounted_debugfs_is_named(mf_pmem_namespace):  # the fixture gates it to pmem hosts
     subprocess.run(["umount", "/sys/kernel/debug"], check=True)
     try:
         with pytest.raises(InjectError, match="debugfs is not mounted: mount -t debugfs none "
@@ -69,19 +69,19 @@ def test_unmounted_debugfs_is_named(pmem_namespace):  # the fixture gates it to 
         subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=True)
 
 
-def test_device_with_a_filesystem_needs_disposable(clean_namespace):
-    fs.mkfs(fs.FS_KINDS["ext4"], clean_namespace.devpath)
+def test_device_with_a_filesystem_needs_disposable(mf_clean_namespace):
+    fs.mkfs(fs.FS_KINDS["ext4"], mf_clean_namespace.devpath)
     env = {k: v for k, v in os.environ.items()
            if k not in ("MFINJECT_PROGRESS", "MFINJECT_DISPOSABLE", "MFINJECT_RESULTS")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q",
-         f"--mfinject-device={clean_namespace.devpath}",
-         str(REPO / "tests" / "kernel" / "test_scenarios.py"), "-k", "xfs-madvise-self"],
+         f"--mfinject-device={mf_clean_namespace.devpath}",
+         str(SUITE / "test_scenarios.py"), "-k", "xfs-madvise-self"],
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode != 0
-    assert f"{clean_namespace.devpath} holds a ext4: the suite formats it" in proc.stdout, \
+    assert f"{mf_clean_namespace.devpath} holds a ext4: the suite formats it" in proc.stdout, \
         proc.stdout[-3000:]
     # the guard refused before touching anything: the filesystem is still there
-    blkid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", clean_namespace.devpath],
+    blkid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", mf_clean_namespace.devpath],
                            capture_output=True, text=True, check=False)
     assert blkid.stdout.strip() == "ext4"

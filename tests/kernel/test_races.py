@@ -4,7 +4,6 @@ import pytest
 
 from mfinject.expectations.evaluate import judge
 from mfinject.expectations.model import PASS
-from mfinject.plugin import race_iterations, race_seed
 from mfinject.scenarios import race_runner, races
 from mfinject.scenarios.runner import NotMeaningful
 
@@ -12,11 +11,13 @@ pytestmark = pytest.mark.pmem
 
 
 @pytest.mark.parametrize("race", races.RACES, ids=lambda r: r.name)
-def test_race(race, dax_fs, clean_namespace, hwpoison, function_trace, mf_record, pytestconfig):
-    seed, iterations = race_seed(pytestconfig), race_iterations(pytestconfig)
-    print(f"{race.name} on {dax_fs.kind.name}: seed {seed}, {iterations} iterations")
+def test_race(race, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace, mf_record,
+              mf_settings):
+    seed, iterations = mf_settings.race_seed, mf_settings.race_iterations
+    print(f"{race.name} on {mf_dax_fs.kind.name}: seed {seed}, {iterations} iterations")
     try:
-        obs = race_runner.run(race, dax_fs, clean_namespace, seed, iterations, function_trace)
+        obs = race_runner.run(race, mf_dax_fs, mf_clean_namespace, seed, iterations,
+                              mf_function_trace)
     except NotMeaningful as e:
         pytest.skip(f"not meaningful here: {e}")
     verdict = mf_record(obs, judge(obs))

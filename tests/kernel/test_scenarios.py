@@ -4,7 +4,7 @@ import pytest
 
 from mfinject.expectations.evaluate import judge
 from mfinject.expectations.model import KNOWN_DEVIATION, PASS
-from mfinject.plugin import kernel_hung
+from mfinject.hooks import kernel_hung
 from mfinject.scenarios import catalogue, runner, unbind
 
 pytestmark = pytest.mark.pmem
@@ -24,14 +24,16 @@ def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, node=Non
 
 
 @pytest.mark.parametrize("scenario", catalogue.SCENARIOS, ids=lambda s: s.name)
-def test_scenario(scenario, dax_fs, clean_namespace, hwpoison, function_trace, mf_record):
-    _play(scenario, dax_fs, clean_namespace, function_trace, mf_record)
+def test_scenario(scenario, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace,
+                  mf_record):
+    _play(scenario, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record)
 
 
 # XFS reports the device going away and shuts the filesystem down: expected here.
 # Only XFS with rmapbt is told (the scenario says why elsewhere is not run).
 @pytest.mark.kernel_log_allows(r"^XFS \(pmem\d+\): ")
-@pytest.mark.parametrize("dax_fs", ["xfs-rmapbt"], indirect=True)
-def test_unbind_mounted(dax_fs, clean_namespace, hwpoison, function_trace, mf_record, request):
-    _play(unbind.UNBIND_MOUNTED, dax_fs, clean_namespace, function_trace, mf_record,
+@pytest.mark.parametrize("mf_dax_fs", ["xfs-rmapbt"], indirect=True)
+def test_unbind_mounted(mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace, mf_record,
+                        request):
+    _play(unbind.UNBIND_MOUNTED, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record,
           request.node)

@@ -1,6 +1,7 @@
 """Guards that protect the host and name the fix (each fails if its guard goes)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,58 @@ def test_not_root_pytest(tmp_path):
     proc = _as_nobody(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
                       "--mfinject-device=/dev/pmem0", str(REPO / "tests" / "kernel"))
     assert "not root: run pytest as root" in proc.stdout, proc.stdout[-2000:]
+
+
+# --mfinject-device that is not a pmem namespace: say what it is and what a namespace looks like.
+PMEM_IS = r"a pmem namespace is a block device /dev/pmemN \(or pmemN\.M\) backed by namespaceX\.Y"
+
+
+@pytest.fixture
+def no_ndctl(monkeypatch):
+    """These are host checks: ndctl must not be asked."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"ndctl {args} called for a device that is not a namespace")
+    monkeypatch.setattr(pmem, "ndctl", refuse)
+
+
+@pytest.mark.parametrize("designation", ["/dev/null", "null"])
+def test_device_character_device_named(no_ndctl, designation):
+    with pytest.raises(pmem.PmemError,
+                       match=rf"^{designation} is a character device \(null in sysfs\), not a "
+                             rf"pmem namespace: {PMEM_IS}: `ndctl list -N` lists them"):
+        pmem.lookup(designation)
+
+
+def test_device_regular_file_named(no_ndctl, tmp_path):
+    image = tmp_path / "pmem.img"
+    image.write_bytes(b"\0" * 4096)
+    with pytest.raises(pmem.PmemError) as e:
+        pmem.lookup(str(image))
+    assert str(e.value).startswith(f"{image} is a regular file, not a pmem namespace: ")
+    assert "enable-namespace" not in str(e.value)
+
+
+def test_device_directory_named(no_ndctl, tmp_path):
+    with pytest.raises(pmem.PmemError, match=rf"^{re.escape(str(tmp_path))} is a directory, "
+                                             rf"not a pmem namespace: {PMEM_IS}"):
+        pmem.lookup(str(tmp_path))
+
+
+def test_device_block_device_not_pmem_named(no_ndctl):
+    devs = [re.escape(d.name) for d in sorted(Path("/sys/block").glob("*"))
+            if not d.name.startswith("pmem") and Path(f"/dev/{d.name}").exists()]
+    if not devs:
+        pytest.skip("no block device other than pmem on this host (/sys/block)")
+    with pytest.raises(pmem.PmemError,
+                       match=rf"^/dev/{devs[0]} is a block device \({devs[0]} in sysfs\) that is "
+                             rf"not a pmem namespace: {PMEM_IS}"):
+        pmem.lookup(f"/dev/{devs[0]}")
+
+
+@pytest.mark.parametrize("designation", ["/nonexistent/pmem0", "/dev/pmem99", "pmem99",
+                                         "namespace99.0"])
+def test_device_missing_keeps_its_message(no_ndctl, designation):
+    with pytest.raises(pmem.PmemError,
+                       match=rf"^{designation} does not exist: check `ndctl list -N` and "
+                             "designate an existing namespace with --mfinject-device$"):
+        pmem.lookup(designation)

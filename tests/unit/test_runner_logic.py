@@ -1,5 +1,7 @@
 """The VM runner's pure logic: progress parsing, console excerpts, parallelism."""
 
+import json
+
 from mfinject.vm import runner
 
 PROGRESS = """guest up: kernel 6.1.0-56-amd64, namespace namespace0.0
@@ -48,3 +50,37 @@ def test_parallelism_is_bounded_and_explained():
     plan = runner.plan_parallelism(3)
     assert 1 <= plan.jobs <= 3
     assert "cores" in plan.reason and "GiB" in plan.reason
+
+
+# vng's output on a host without busybox (seen on a fresh Debian 12 machine)
+NO_BUSYBOX = ("virtme: waiting for virtiofsd to start\nfuse: invalid argument `/tmp/virtme49'\n"
+              "virtme: waiting for virtiofsd to start\n"
+              "virtme-run: failed to start virtiofsd, fallback to 9pvirtme-run: initramfs is "
+              "needed, and no busybox was found\n")
+
+
+def test_a_guest_vng_could_not_start_is_a_host_failure_with_vngs_words():
+    why = runner.host_failure(NO_BUSYBOX, 1)
+    assert why is not None and "no busybox was found" in why
+    assert "waiting for virtiofsd" not in why
+
+
+def test_a_guest_whose_kernel_printed_is_not_a_host_failure():
+    booted = NO_BUSYBOX + "[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@...)\n"
+    assert runner.host_failure(booted, 1) is None
+    assert runner.host_failure(NO_BUSYBOX, 0) is None  # vng said all was well
+
+
+def test_kvm_failure_is_cached_only_after_tcg_booted(tmp_path, monkeypatch):
+    from mfinject.vm.kernels import Kernel
+    monkeypatch.setenv("MFINJECT_CACHE", str(tmp_path))
+    kernel = Kernel("debian:6.1", "6.1.0-56-amd64", tmp_path / "vmlinuz", tmp_path)
+    marker = runner.accel_marker(kernel)
+    marker.parent.mkdir(parents=True)
+    runner.remember_kvm_failure(kernel, runner.AccelChoice("tcg", "--accel tcg given"))
+    assert not marker.exists()
+    runner.remember_kvm_failure(kernel, runner.AccelChoice(
+        "tcg", "KVM did not boot 6.1.0-56-amd64 within 60 s: using TCG",
+        remember_on_tcg_boot=True))
+    assert json.loads(marker.read_text()) == {
+        "kvm": False, "reason": "KVM did not boot 6.1.0-56-amd64 within 60 s"}

@@ -1,0 +1,4 @@
+"""The scenarios as pytest tests; they need pmem (the VM or a designated namespace).
+
+Installed as ``mfinject.suite``, so ``mfinject vm`` finds them outside a checkout.
+"""
