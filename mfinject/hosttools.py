@@ -119,32 +119,31 @@ def by_program(name: str) -> HostTool | None:
 @dataclass(frozen=True)
 class Missing:
     what: str
+    provider: str
     fix: str
     required: bool
 
     def __str__(self) -> str:
-        return f"missing {self.what} ({self.fix})"
+        return f"missing {self.what} ({self.provider}): {self.fix}"
 
 
 def missing(used_by: tuple[str, ...] = (VM, GUEST)) -> list[Missing]:
     """The tools (and vm-extra modules) that are not installed."""
-    out = [Missing(t.program, f"Debian package {t.package}", t.required)
+    out = [Missing(t.program, f"Debian package {t.package}", "run scripts/setup"
+                   if t.required else "not needed, it is faster when installed", t.required)
            for t in TOOLS if t.used_by in used_by and t.found() is None]
     if VM in used_by:
-        out += [Missing(f"Python module {mod}", f"pip install 'mfinject[vm]' for {req}", True)
+        out += [Missing(f"Python module {mod}", f"{req}, the vm extra",
+                        "pip install 'mfinject[vm]' (in a checkout: run scripts/setup)", True)
                 for mod, req in VM_MODULES.items() if importlib.util.find_spec(mod) is None]
     return out
 
 
 def preflight(used_by: tuple[str, ...] = (VM, GUEST)) -> tuple[list[str], list[str]]:
     """(errors, notes): one line each; errors name the package and scripts/setup."""
-    errors, notes = [], []
-    for m in missing(used_by):
-        if m.required:
-            errors.append(f"{m}: run scripts/setup")
-        else:
-            notes.append(f"optional {m}: not needed, it is faster when installed")
-    return errors, notes
+    found = missing(used_by)
+    return ([str(m) for m in found if m.required],
+            [f"optional {m}" for m in found if not m.required])
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ), *args.pytest_args]
-        logf.write("guest: " + " ".join(cmd) + "\n")
+        if not args.command:
+            logf.write("guest: " + " ".join(cmd) + "\n")
         progress = args.results / "progress.log"
         with progress.open("a") as f:
             f.write(f"guest up: kernel {os.uname().release}, namespace {ns}\n")

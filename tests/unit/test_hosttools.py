@@ -125,8 +125,8 @@ def test_every_program_the_code_runs_is_on_the_host_tools_list():
         "the scan no longer sees the code's commands"
     assert not unaccounted, ("subprocess calls whose program the scan cannot see: give them a "
                              f"literal command or add them to COVERED: {unaccounted}")
-    assert not_listed(found, hosttools.TOOLS) == set(), \
-        "add these to mfinject/hosttools.py TOOLS (with their Debian package)"
+    unlisted = sorted(not_listed(found, hosttools.TOOLS))
+    assert not unlisted, f"add {unlisted} to mfinject/hosttools.py TOOLS with their Debian package"
 
 
 def test_a_tool_taken_off_the_list_is_caught():
