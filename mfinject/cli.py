@@ -17,10 +17,10 @@ from pathlib import Path
 
 from mfinject import listing, report, selection
 from mfinject.errors import MfinjectError
-from mfinject.expectations.model import CRASHED, ERROR, KNOWN_DEVIATION, PASS
+from mfinject.expectations.model import CRASHED, ERROR, FLAKY, KNOWN_DEVIATION, PASS, SKIPPED
 from mfinject.report import diff, table
 from mfinject.results import ResultSet, ScenarioResult, load, load_jsonl
-from mfinject.vm import kernels, runner
+from mfinject.vm import kernels, outcomes, runner
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +39,46 @@ DELIBERATE_CRASH = "test_deliberate_crash"
 
 
 def _collect(run: runner.GuestRun) -> list[ScenarioResult]:
-    """Every record the guest streamed, over all boots, crashed tests included."""
-    got = load_jsonl(run.results_dir / "results.jsonl")
+    """One row per test over all boots: crashes folded in, lost rows and errors made rows."""
+    release = run.kernel.release
+    rows = outcomes.fold(load_jsonl(run.results_dir / "results.jsonl"), list(run.attempts),
+                         release)
     if run.interrupted:
-        return [*got, ScenarioResult("(vm)", "-", run.kernel.release, ERROR,
-                                     message="interrupted (SIGINT/SIGTERM): the VM was stopped; "
-                                     f"{len(got)} result(s) had come back")]
-    if run.exit_code is not None and not run.timed_out and (got or run.exit_code == 5):
-        return got
-    why = "watchdog timeout" if run.timed_out else f"guest exit {run.exit_code}"
-    tail = runner.console_tail(run.results_dir / "console.log")
-    return [*got, ScenarioResult("(vm)", "-", run.kernel.release, CRASHED,
-                                 message=f"the run did not complete ({why}).\n{tail}")]
+        return [*rows, ScenarioResult("(vm)", "-", release, ERROR,
+                                      message="interrupted (SIGINT/SIGTERM): the VM was stopped; "
+                                      f"{len(rows)} result(s) had come back")]
+    rows += outcomes.missing_rows(rows, outcomes.read_collected(run.results_dir), release)
+    if run.exit_code is None or run.timed_out:
+        why = "watchdog timeout" if run.timed_out else f"guest exit {run.exit_code}"
+        tail = runner.console_tail(run.results_dir / "console.log")
+        return [*rows, ScenarioResult("(vm)", "-", release, CRASHED,
+                                      message=f"the run did not complete ({why}).\n{tail}")]
+    trouble = _session_trouble(run, rows)
+    return [*rows, ScenarioResult("(session)", "-", release, ERROR, message=trouble)] \
+        if trouble else rows
+
+
+def _session_trouble(run: runner.GuestRun, rows: list[ScenarioResult]) -> str | None:
+    """The guest pytest's exit status, when no row accounts for it."""
+    code = run.exit_code
+    progress = run.results_dir / "progress.log"
+    hung = progress.exists() and "left a task hung in the kernel" in progress.read_text()
+    if code in (0, 5) or (code == 3 and hung):
+        return None
+    if code == 1 and any(_is_failure(r) for r in rows):
+        return None
+    meaning = {1: "pytest reported a failure or error that no row shows",
+               2: "pytest was interrupted", 3: "pytest hit an internal error",
+               4: "pytest refused its arguments (usage error)"}.get(code, "pytest failed")
+    return f"the guest pytest exited {code}: {meaning}; see {run.results_dir}/guest*.log"
 
 
 def _is_failure(r: ScenarioResult) -> bool:
     if r.scenario == DELIBERATE_CRASH and r.verdict == CRASHED:
         return False  # --crash-test: crashing is what it is for
-    return r.verdict not in (PASS, KNOWN_DEVIATION)
+    if r.verdict == FLAKY:
+        return not r.known_crash  # a crash that is not catalogued fails the run
+    return r.verdict not in (PASS, KNOWN_DEVIATION, SKIPPED)
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
@@ -79,7 +101,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
     opts = runner.VmOptions(pmem=args.pmem, accel=args.accel, timeout_s=args.timeout,
                             test_timeout_s=args.test_timeout, crash_test=args.crash_test,
                             pytest_args=guest_args, command=args.pmem_host_command,
-                            command_cwd=os.getcwd())
+                            command_cwd=os.getcwd(), plant_crash=args.plant_crash)
     resolved = [kernels.resolve(spec) for spec in specs]
     plan = runner.plan_parallelism(len(resolved))
     print(f"mfinject: {plan.jobs} VM(s) at a time: {plan.reason}", flush=True)
@@ -97,8 +119,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
     if runner.STOP.is_set():
         return 130
     bad = [r for r in rs.results if _is_failure(r)]
-    if bad or not rs.results:
-        return 1
+    if bad or all(r.verdict == SKIPPED for r in rs.results):
+        return 1  # a failure, or nothing tested at all
     return 0
 
 
@@ -206,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run CMD in the guest, from this directory, as a pmem owner runs it "
                     "on a real machine (README.md): the namespace in fsdax mode holding ext4, "
                     "/dev/pmem1 in CMD standing for it; pytest arguments go to PYTEST_ADDOPTS")
+    vm.add_argument("--plant-crash", metavar="PATTERN",
+                    help="crash the guest (sysrq-c) one second into the first test whose node "
+                    "id contains PATTERN, in the first boot only: the test runs again in a fresh "
+                    "VM and must come out flaky, failing the run")
     vm.add_argument("--crash-test", action="store_true",
                     help="also run a test that crashes the guest on purpose (sysrq-c), to see "
                          "the runner record it and finish the rest in a fresh VM")

@@ -27,7 +27,7 @@ class ScenarioResult:
     scenario: str
     fs: str
     kernel: str
-    verdict: str  # pass, fail, known-deviation, error, crashed
+    verdict: str  # pass, fail, known-deviation, error, crashed, skipped, flaky
     title: str = ""
     path: str = ""
     injector: str = ""
@@ -35,6 +35,13 @@ class ScenarioResult:
     observation: dict[str, Any] | None = None
     message: str = ""
     nodeid: str = ""
+    # False on a results.jsonl line streamed before the test's teardown ended
+    # (mfinject.records): a later line of the same nodeid supersedes it
+    final: bool = True
+    # crashed the guest in an earlier boot: the console files of those boots,
+    # and the catalogued crash they matched ("" when none: the run fails)
+    crash_consoles: tuple[str, ...] = ()
+    known_crash: str = ""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -99,7 +106,8 @@ def _from_dict(r: Any, where: str) -> ScenarioResult:
                            "object; repair or delete that row")
     fields = {f.name for f in dataclasses.fields(ScenarioResult)}
     return ScenarioResult(**{**{k: v for k, v in r.items() if k in fields},
-                             "checks": tuple(checks)})
+                             "checks": tuple(checks),
+                             "crash_consoles": tuple(r.get("crash_consoles") or ())})
 
 
 def read_jsonl(path: Path) -> tuple[list[ScenarioResult], int]:

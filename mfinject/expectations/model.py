@@ -20,6 +20,10 @@ FAIL = "fail"
 KNOWN_DEVIATION = "known-deviation"
 ERROR = "error"
 CRASHED = "crashed"
+SKIPPED = "skipped"  # did not apply here: the row carries the reason
+# crashed the guest in one boot and passed in another: both consoles kept; a
+# failure of the run unless the crash is itself a catalogued known deviation
+FLAKY = "flaky"
 
 ALL_PATHS = frozenset({"generic", "notify_failure"})
 

@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "-p", "no:cacheprovider",
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
-               *( [f"--mfinject-device={ns}"] if ns else [] ), *args.pytest_args]
+               *( [f"--mfinject-device={ns}"] if ns else [] ),
+               *(["-p", "mfinject.vm.planted"] if os.environ.get("MFINJECT_PLANT_CRASH") else []),
+               *args.pytest_args]
         if not args.command:
             logf.write("guest: " + " ".join(cmd) + "\n")
         progress = args.results / "progress.log"

@@ -20,15 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from mfinject import hosttools
 from mfinject.errors import MfinjectError
-from mfinject.expectations.model import CRASHED
-from mfinject.results import ScenarioResult, append_jsonl
+from mfinject.vm.outcomes import CrashAttempt
 from mfinject.vm.kernels import Kernel, cache_dir, config_path
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,9 @@ class VmOptions:
     # guest on a namespace prepared as on a real machine (mfinject.vm.guest)
     command: str | None = None
     command_cwd: str | None = None
+    # crash the guest when the first test whose node id contains this starts,
+    # in the first boot only (mfinject.vm.planted): shows a crash cannot hide
+    plant_crash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class GuestRun:
     timed_out: bool
     elapsed_s: float
     interrupted: bool = False  # SIGINT/SIGTERM stopped it
+    attempts: tuple[CrashAttempt, ...] = ()  # the guest died during a test
 
 
 def vng_path() -> str:
@@ -335,15 +338,6 @@ def console_excerpt(path: Path, lines: int = 25) -> tuple[str | None, str]:
     return None, "\n".join(keep[-lines:])
 
 
-def crashed_result(kernel: Kernel, running: Running, why: str, console: Path) -> ScenarioResult:
-    first, tail = console_excerpt(console)
-    if first and why.startswith("guest crashed"):
-        why = f"guest crashed: {first}"
-    return ScenarioResult(
-        scenario=running.scenario, fs=running.fs, kernel=kernel.release, verdict=CRASHED,
-        message=f"{why}, while this scenario ran; console:\n{tail}", nodeid=running.nodeid)
-
-
 def console_tail(path: Path, lines: int = 25) -> str:
     return console_excerpt(path, lines)[1]
 
@@ -353,73 +347,82 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
 
     One boot runs every scenario. If the guest panics, hangs in one test for
     longer than ``opts.test_timeout_s`` or runs past ``opts.timeout_s``, the
-    test that was running is recorded as crashed with the console tail, and a
-    fresh VM runs the tests that have not run yet. ``suite`` is the directory
-    of the in-guest tests (tests/kernel, or mfinject.suite when installed).
-    A guest that vng could not start is a HostSetupError, never a crash.
+    crash is kept as a CrashAttempt (its console stays in its own file), the
+    test runs once more in a fresh VM, and the remaining tests after it;
+    mfinject.vm.outcomes folds the attempts into the rows. ``suite`` is the
+    directory of the in-guest tests (tests/kernel, or mfinject.suite when
+    installed). A guest that vng could not start is a HostSetupError.
     """
     results_dir.mkdir(parents=True, exist_ok=True)
     choice = choose_accel(kernel, opts.accel)
-    accel, reason = choice.accel, choice.reason
     t0 = time.monotonic()
     progress = Progress(kernel.spec, results_dir / "progress.log", t0)
-    crashed: list[ScenarioResult] = []
-    skip: list[str] = []
-    crashes: dict[str, int] = {}
+    state = _Boots()
     exit_code = None
     timed_out = False
-    boot_failures = 0
     for attempt in range(opts.max_boots):
         if time.monotonic() - t0 > opts.timeout_s:
             timed_out = True
             break
-        outcome = _boot(kernel, results_dir, suite, opts, accel, reason, attempt, skip, progress,
-                        t0)
+        outcome = _boot(kernel, results_dir, suite, opts, choice.accel, choice.reason, attempt,
+                        sorted(state.skip), progress, t0)
         if outcome.host_failure:
             raise HostSetupError(f"{kernel.spec}: {outcome.host_failure}\n(console: "
                                  f"{results_dir / outcome.console})")
-        if outcome.kernel_started and accel == "tcg":
+        with contextlib.suppress(FileNotFoundError):  # each boot's collection, kept
+            (results_dir / "collected.json").replace(results_dir / f"collected-{attempt}.json")
+        if outcome.kernel_started and choice.accel == "tcg":
             remember_kvm_failure(kernel, choice)
         exit_code = outcome.exit_code
-        if outcome.exit_code is not None or STOP.is_set():
+        if exit_code is not None or STOP.is_set():
             break
-        done, running = parse_progress((results_dir / "progress.log").read_text()
-                                       if (results_dir / "progress.log").exists() else "")
-        console = results_dir / outcome.console
-        if running is None:
-            # no test was running: the guest died booting or between tests. A
-            # kernel that crashes while booting under TCG does so now and then
-            # (7.3 was seen to); boot again, a bounded number of times.
-            first, tail = console_excerpt(console)
-            boot_failures += 1
-            progress.say(f"guest ended without reporting ({first or 'no panic line'}); "
-                         f"console:\n{tail}")
-            if boot_failures > MAX_BOOT_FAILURES:
-                break
-            progress.say("booting a fresh VM")
-            continue
-        why = outcome.why
-        crashes[running.nodeid] = crashes.get(running.nodeid, 0) + 1
-        first, _ = console_excerpt(console)
-        if crashes[running.nodeid] <= CRASH_RETRIES and not opts.crash_test:
-            progress.say(f"{why} during {running.nodeid} ({first or 'no panic line'}; console "
-                         f"{outcome.console}): running it once more in a fresh VM")
-            skip = sorted(done | set(skip))
-            continue
-        progress.say(f"{why} during {running.nodeid}: recording it as crashed; "
-                     "continuing in a fresh VM")
-        crashed.append(crashed_result(kernel, running, why, console))
-        skip = sorted(done | {running.nodeid} | set(skip))
+        if not _after_crash(outcome, attempt, state, results_dir, opts, progress):
+            break
         timed_out = timed_out or outcome.why.startswith("watchdog")
-    for r in crashed:
-        append_jsonl(results_dir / "results.jsonl", r)
     with contextlib.suppress(FileNotFoundError):
         (results_dir / "nvdimm.img").unlink()
     elapsed = time.monotonic() - t0
     progress.say(f"done in {elapsed:.0f} s, guest pytest exit {exit_code}"
                  + (" (interrupted)" if STOP.is_set() else ""))
-    return GuestRun(kernel, accel, reason, results_dir, exit_code, timed_out, elapsed,
-                    interrupted=STOP.is_set())
+    return GuestRun(kernel, choice.accel, choice.reason, results_dir, exit_code, timed_out,
+                    elapsed, interrupted=STOP.is_set(), attempts=tuple(state.attempts))
+
+
+@dataclass
+class _Boots:
+    """What one kernel's boots have seen so far."""
+    attempts: list[CrashAttempt] = field(default_factory=list)
+    skip: set[str] = field(default_factory=set)  # done, or crashed for good
+    boot_failures: int = 0
+
+
+def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir: Path,
+                 opts: VmOptions, progress: Progress) -> bool:
+    """Book the guest's death; whether to boot a fresh VM."""
+    log = results_dir / "progress.log"
+    done, running = parse_progress(log.read_text() if log.exists() else "")
+    first, tail = console_excerpt(results_dir / outcome.console)
+    state.skip |= done
+    if running is None:
+        # no test was running: the guest died booting or between tests. A
+        # kernel that crashes while booting under TCG does so now and then
+        # (7.3 was seen to); boot again, a bounded number of times.
+        state.boot_failures += 1
+        progress.say(f"guest ended without reporting ({first or 'no panic line'}); "
+                     f"console:\n{tail}")
+        return state.boot_failures <= MAX_BOOT_FAILURES
+    state.attempts.append(CrashAttempt(running.nodeid, running.scenario, running.fs, attempt,
+                                       outcome.console, first or "", outcome.why))
+    tries = sum(a.nodeid == running.nodeid for a in state.attempts)
+    if tries <= CRASH_RETRIES and not opts.crash_test:
+        progress.say(f"{outcome.why} during {running.nodeid} ({first or 'no panic line'}; "
+                     f"console {outcome.console}): running it once more in a fresh VM; a "
+                     "crash is never washed out by the retry (flaky at best)")
+        return True
+    progress.say(f"{outcome.why} during {running.nodeid}: recording it as crashed; "
+                 "continuing in a fresh VM")
+    state.skip.add(running.nodeid)
+    return True
 
 
 @dataclass(frozen=True)
@@ -447,6 +450,8 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     guest_cmd = f"cd {shlex.quote(str(suite))} && " + shlex.join([
         "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
         f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
+        *([f"MFINJECT_PLANT_CRASH={opts.plant_crash}"] if opts.plant_crash and attempt == 0
+          else []),
         *([f"MFINJECT_KERNEL_CONFIG={config}"] if config else []),
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
         "--log", f"guest{suffix}.log", "--tests", str(suite),

@@ -1,0 +1,88 @@
+"""Crashes, lost rows and the guest's exit status become rows (mfinject.vm.outcomes, cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mfinject import cli
+from mfinject.expectations.model import CRASHED, ERROR, FAIL, FLAKY, PASS
+from mfinject.results import ScenarioResult
+from mfinject.vm import outcomes, runner
+from mfinject.vm.kernels import Kernel
+
+NODE = "tests/kernel/test_races.py::test_race[xfs-race-truncate]"
+R61, R73 = "6.1.0-56-amd64", "7.3.4+deb13-amd64"
+
+
+def _crash(boot: int, first: str = "Kernel panic - not syncing: sysrq triggered crash",
+           nodeid: str = NODE) -> outcomes.CrashAttempt:
+    return outcomes.CrashAttempt(nodeid, "race-truncate", "xfs", boot,
+                                 "console.log" if boot == 0 else f"console-{boot}.log", first,
+                                 "guest crashed (VM exited without a result)")
+
+
+def _row(verdict: str = PASS, nodeid: str = NODE, release: str = R61) -> ScenarioResult:
+    return ScenarioResult("race-truncate", "xfs", release, verdict, nodeid=nodeid)
+
+
+def test_a_crash_then_a_clean_retry_is_flaky_with_both_consoles_and_fails_the_run():
+    [row] = outcomes.fold([_row()], [_crash(0)], R61)
+    assert row.verdict == FLAKY
+    assert row.crash_consoles == ("console.log",) and "sysrq triggered crash" in row.message
+    assert "came out pass" in row.message
+    assert cli._is_failure(row)
+
+
+def test_a_catalogued_crash_is_named_and_does_not_fail_the_run():
+    [row] = outcomes.fold([_row(release=R73)], [_crash(0, "Oops: int3 0000 [#1] PREEMPT SMP")],
+                          R73)
+    assert row.verdict == FLAKY and row.known_crash == "tcg-int3-text-patching"
+    assert not cli._is_failure(row)
+
+
+def test_a_catalogued_crash_outside_its_kernel_range_is_not_known():
+    [row] = outcomes.fold([_row()], [_crash(0, "Oops: int3 0000 [#1] PREEMPT SMP")], R61)
+    assert row.known_crash == "" and cli._is_failure(row)
+
+
+def test_a_crash_in_every_attempt_is_crashed_with_every_console():
+    [row] = outcomes.fold([], [_crash(0), _crash(1)], R61)
+    assert row.verdict == CRASHED and row.nodeid == NODE
+    assert row.crash_consoles == ("console.log", "console-1.log")
+
+
+def test_a_crash_then_a_failure_stays_a_failure_and_keeps_the_crash():
+    [row] = outcomes.fold([_row(FAIL)], [_crash(0)], R61)
+    assert row.verdict == FAIL and "also crashed" in row.message
+
+
+def test_a_collected_test_without_a_row_is_an_error(tmp_path: Path):
+    (tmp_path / "collected-0.json").write_text(f'{{"nodeids": ["{NODE}", "x::test_scenario[ext4-corrupt-pfn]"]}}')
+    collected = outcomes.read_collected(tmp_path)
+    [lost] = outcomes.missing_rows([_row()], collected, R61)
+    assert lost.verdict == ERROR and (lost.scenario, lost.fs) == ("corrupt-pfn", "ext4")
+
+
+def _run(tmp_path: Path, code: int | None, **kw: object) -> runner.GuestRun:
+    kernel = Kernel("debian:6.1", R61, tmp_path / "vmlinuz", tmp_path)
+    return runner.GuestRun(kernel, "tcg", "", tmp_path, code, False, 1.0, **kw)
+
+
+def test_pytest_failing_with_every_row_passing_is_an_error_row(tmp_path: Path):
+    cli_rows = _collected(tmp_path, 1)
+    assert [r.verdict for r in cli_rows] == [PASS, ERROR]
+    assert "exited 1" in cli_rows[-1].message
+
+
+def test_a_clean_session_adds_nothing(tmp_path: Path):
+    assert [r.verdict for r in _collected(tmp_path, 0)] == [PASS]
+
+
+def test_an_internal_error_is_an_error_row(tmp_path: Path):
+    assert _collected(tmp_path, 3)[-1].verdict == ERROR
+
+
+def _collected(tmp_path: Path, code: int) -> list[ScenarioResult]:
+    from mfinject.results import append_jsonl
+    append_jsonl(tmp_path / "results.jsonl", _row())
+    return cli._collect(_run(tmp_path, code))
