@@ -1,27 +1,67 @@
-"""KTAP version 1 (Documentation/dev-tools/ktap.rst), with a kselftest totals line."""
+"""KTAP version 1 (Documentation/dev-tools/ktap.rst), with a kselftest totals line.
+
+Result lines are ``<result> <number> <description> # <directive> <reason>``
+as ktap.rst gives them and kselftest's ktap_helpers.sh writes them: a known
+deviation is ``ok N name # XFAIL reason`` (ok, as ksft_test_result_xfail() in
+kselftest.h prints it), a skipped row ``ok N name # SKIP reason``, a scenario
+that could not be set up or a crashed guest ``not ok N name # ERROR reason``
+(ktap.rst: ERROR goes with "not ok"), a failure or a flaky row a plain ``not
+ok N name``. Before each result that is not a pass, its whole message as
+diagnostic lines (control characters of a console excerpt written as \\xNN,
+colour sequences dropped). The totals line counts each kind as
+ksft_print_cnts() does; every row is counted once, so the counts add up to
+the plan.
+"""
 
 from __future__ import annotations
 
-from mfinject.expectations.model import CRASHED, ERROR, FAIL, KNOWN_DEVIATION, PASS
-from mfinject.report import table
-from mfinject.results import ResultSet
+import re
+
+from mfinject.expectations.model import (CRASHED, ERROR, FAIL, FLAKY, KNOWN_DEVIATION, PASS,
+                                         SKIPPED)
+from mfinject.report import plain_text, table
+from mfinject.results import ResultSet, ScenarioResult
+
+# verdict: the result, the directive ("" for none) and the totals counter
+LINE = {
+    PASS: ("ok", "", "pass"),
+    KNOWN_DEVIATION: ("ok", "XFAIL", "xfail"),
+    SKIPPED: ("ok", "SKIP", "skip"),
+    FAIL: ("not ok", "", "fail"),
+    FLAKY: ("not ok", "", "fail"),  # a failure of the run unless catalogued
+    ERROR: ("not ok", "ERROR", "error"),
+    CRASHED: ("not ok", "ERROR", "error"),
+}
+UNKNOWN = ("not ok", "ERROR", "error")
+TOTALS = ("pass", "fail", "xfail", "xpass", "skip", "error")
+
+
+def _name(r: ScenarioResult) -> str:
+    """The description: no '#' (ktap.rst), no white space."""
+    return re.sub(r"[#\s]+", "_", f"{r.scenario}.{r.fs}.{r.kernel}")
+
+
+def _result_line(i: int, r: ScenarioResult) -> str:
+    result, directive, _ = LINE.get(r.verdict, UNKNOWN)
+    line = f"{result} {i} {_name(r)}"
+    if not directive:
+        return line
+    reason = (plain_text(r.message).splitlines() or [""])[0].strip() or r.verdict
+    if r.verdict not in LINE:
+        reason = f"unknown verdict {r.verdict!r}: {reason}"
+    return f"{line} # {directive} {reason}"
 
 
 def render(rs: ResultSet) -> str:
     results = sorted(rs.results, key=lambda r: (r.kernel, r.fs, r.scenario))
     out = ["KTAP version 1", f"1..{len(results)}"]
+    counts = dict.fromkeys(TOTALS, 0)
     for i, r in enumerate(results, 1):
-        name = f"{r.scenario}.{r.fs}.{r.kernel}"
         if r.verdict != PASS:
-            for line in (r.message or table.short_cell(r)).splitlines():
-                out.append(f"# {line}")
-        if r.verdict == PASS:
-            out.append(f"ok {i} {name}")
-        elif r.verdict == KNOWN_DEVIATION:
-            out.append(f"not ok {i} {name} # TODO known deviation")
-        else:
-            out.append(f"not ok {i} {name}")
-    c = table.counts(results)
-    out.append(f"# Totals: pass:{c[PASS]} fail:{c[FAIL]} xfail:{c[KNOWN_DEVIATION]} xpass:0 "
-               f"skip:0 error:{c[ERROR] + c[CRASHED]}")
+            text = plain_text(r.message or table.short_cell(r))
+            out.extend(f"# {line}" for line in text.splitlines())
+        out.append(_result_line(i, r))
+        counts[LINE.get(r.verdict, UNKNOWN)[2]] += 1
+    # xpass stays 0: a catalogued deviation that did not happen is judged a pass
+    out.append("# Totals: " + " ".join(f"{k}:{counts[k]}" for k in TOTALS))
     return "\n".join(out) + "\n"

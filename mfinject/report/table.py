@@ -7,10 +7,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from mfinject.expectations.model import PASS
+from mfinject.expectations.model import FLAKY, PASS, SKIPPED
 from mfinject.results import ResultSet, ScenarioResult
 
-_ORDER = {"crashed": 0, "error": 1, "fail": 2, "known-deviation": 3, "pass": 4}
+_ORDER = {"crashed": 0, "flaky": 1, "error": 2, "fail": 3, "known-deviation": 4, "pass": 5,
+          "skipped": 6}
 
 
 def _observed_participant(p: dict[str, Any]) -> str:
@@ -212,10 +213,20 @@ def matrix(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
 
 def failures(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
     """The failure report: scenario, kernel, filesystem, expected, observed."""
-    bad = [r for r in results if r.verdict != PASS]
+    bad = [r for r in results if r.verdict not in (PASS, SKIPPED)]
     if not bad:
         return ""
     return render(bad, tablefmt)
+
+
+def skipped(results: Iterable[ScenarioResult]) -> str:
+    """What did not apply, once per reason: the tests it concerns, then why."""
+    why: dict[str, list[str]] = {}
+    for r in sorted(results, key=sort_key):
+        if r.verdict == SKIPPED:
+            why.setdefault(r.message.splitlines()[0] if r.message else "(no reason given)",
+                           []).append(f"{r.scenario} on {r.fs}, {r.kernel}")
+    return "\n".join(f"- {', '.join(who)}: {reason}" for reason, who in why.items())
 
 
 def render(results: Iterable[ScenarioResult], tablefmt: str = "grid") -> str:
@@ -232,26 +243,31 @@ def counts(results: Iterable[ScenarioResult]) -> dict[str, int]:
     out = {k: 0 for k in _ORDER}
     for r in results:
         out[r.verdict] = out.get(r.verdict, 0) + 1
+    # a flaky row whose crash is catalogued does not fail the run (mfinject.vm.outcomes)
+    out["flaky-failing"] = sum(r.verdict == FLAKY and not r.known_crash for r in results)
     return out
 
 
 def totals(results: Iterable[ScenarioResult]) -> str:
     """Two lines: the breakdown, then a closing line that CI systems can read.
 
-    Known deviations count neither as passed nor as failed; errors and
-    crashes count as failed.
+    Known deviations count neither as passed nor as failed; errors, crashes
+    and flaky rows (unless their crash is catalogued) count as failed;
+    skipped rows (the scenario does not apply there) are counted apart.
     """
     c = counts(results)
-    detail = ", ".join(f"{c[k]} {k}" for k in ("pass", "known-deviation", "fail", "error", "crashed"))
-    failed = c["fail"] + c["error"] + c["crashed"]
-    return f"verdicts: {detail}\nscenarios: {c['pass']} passed, {failed} failed"
+    detail = ", ".join(f"{c[k]} {k}" for k in ("pass", "known-deviation", "fail", "error",
+                                                "crashed", "flaky", "skipped"))
+    failed = c["fail"] + c["error"] + c["crashed"] + c["flaky-failing"]
+    return (f"verdicts: {detail}\nscenarios: {c['pass']} passed, {failed} failed, "
+            f"{c['skipped']} skipped")
 
 
 def failure_details(results: Iterable[ScenarioResult]) -> str:
     """For each non-pass: the mismatches with their sources, and the dmesg excerpt."""
     out = []
     for r in sorted(results, key=sort_key):
-        if r.verdict == PASS:
+        if r.verdict in (PASS, SKIPPED):
             continue
         out.append(f"== {r.scenario} on {r.fs}, kernel {r.kernel}: {r.verdict}")
         if r.message:
@@ -271,12 +287,15 @@ def full(rs: ResultSet) -> str:
     details = failure_details(rs.results)
     if details:
         parts += ["", details]
+    skips = skipped(rs.results)
+    if skips:
+        parts += ["", "Skipped (the scenario does not apply there):", skips]
     parts.append(totals(rs.results))
     return "\n".join(parts)
 
 
 _SHORT_VERDICT = {"pass": "pass", "known-deviation": "dev", "fail": "FAIL", "error": "ERROR",
-                  "crashed": "CRASH"}
+                  "crashed": "CRASH", "flaky": "FLAKY", "skipped": "skip"}
 
 
 def summary(rs: ResultSet, tablefmt: str = "github") -> str:
@@ -298,7 +317,8 @@ def summary(rs: ResultSet, tablefmt: str = "github") -> str:
         c = counts(mine)
         lines.append(f"{k}: {len({r.scenario for r in mine if r.fs != '-'})} scenarios, "
                      f"{len(mine)} results: {c['pass']} pass, {c['known-deviation']} known "
-                     f"deviation, {c['fail']} fail, {c['error']} error, {c['crashed']} crashed")
-    lines.append("dev: known deviation (see the failure report); -: not run there "
-                 "(the scenario does not apply)")
+                     f"deviation, {c['fail']} fail, {c['error']} error, {c['crashed']} crashed, "
+                     f"{c['flaky']} flaky, {c['skipped']} skipped")
+    lines.append("dev: known deviation (see the failure report); skip: does not apply there "
+                 "(the reason is in the report); -: no result at all")
     return "\n".join(lines)

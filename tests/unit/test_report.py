@@ -45,7 +45,7 @@ def test_table_puts_failures_first_and_shows_fields():
 
 def test_totals_closing_line():
     text = table.totals(_records())
-    assert text.splitlines()[-1] == "scenarios: 1 passed, 1 failed"
+    assert text.splitlines()[-1] == "scenarios: 1 passed, 1 failed, 0 skipped"
 
 
 def test_failure_details_carry_source_and_dmesg():
@@ -68,3 +68,13 @@ def test_early_signal_cell():
     obs = observation("madvise-early", [a, c])
     out = table.render([results.from_observation(obs, judge(obs))])
     assert "C: BUS_MCEERR_AO addr=0x7f1122330000 (own) lsb=12" in out
+
+
+def test_totals_count_flaky_as_failed_unless_the_crash_is_catalogued_and_skips_apart():
+    from mfinject.results import ScenarioResult
+    rows = [ScenarioResult("a", "xfs", "6.1", "flaky"),
+            ScenarioResult("b", "xfs", "7.3", "flaky", known_crash="tcg-int3-text-patching"),
+            ScenarioResult("c", "ext4", "6.1", "skipped", message="needs reflink"),
+            ScenarioResult("d", "xfs", "6.1", "pass")]
+    assert table.totals(rows).splitlines()[-1] == "scenarios: 1 passed, 1 failed, 1 skipped"
+    assert "c on ext4, 6.1: needs reflink" in table.skipped(rows)
