@@ -1,8 +1,10 @@
 """The plugin's hooks, registered only in mfinject's sessions (see mfinject.plugin).
 
-Markers, the report header, the deliberate-crash gate, one record per pmem
-test, progress lines for the VM runner's display, the hung-kernel exit, the
-one-time check of the designated device, and the results table at the end.
+Markers, the report header, the deliberate-crash gate, the one-time check
+of the designated device, one row per collected pmem test (each phase's
+report goes to the session's :class:`mfinject.records.Recorder`), progress
+lines for the VM runner's display, the hung-kernel exit, and the results
+table at the end.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Generator
-from dataclasses import dataclass, field
 
 import pytest
 
 from mfinject import pmem
-from mfinject import results as results_mod
-from mfinject.expectations.model import ERROR, FAIL, PASS
+from mfinject.expectations.model import SKIPPED
 from mfinject.options import settings, truthy
-from mfinject.records import RECORDED_KEY, RESULTS_KEY, fs_of, params, record, recorded, save
+from mfinject.records import (RECORDER_KEY, Recorder, ScenarioResult, fs_of, is_pmem,
+                              properties, recorder, subject_of)
 from mfinject.report import table
 
 
@@ -31,36 +32,25 @@ def _progress(line: str) -> None:
             f.write(line + "\n")
 
 
-@dataclass
-class Tally:
-    """Which pmem tests ran and which skipped (with why): a session of skips is no pass."""
-    ran: set[str] = field(default_factory=set)
-    skipped: dict[str, str] = field(default_factory=dict)
+def nothing_ran(rows: list[ScenarioResult]) -> str | None:
+    """The line that says so, when every pmem test that has a row skipped.
 
-    def add(self, report: pytest.TestReport) -> None:
-        if report.skipped and not hasattr(report, "wasxfail"):
-            longrepr = report.longrepr
-            why = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-            self.skipped[report.nodeid] = why.removeprefix("Skipped: ")
-        elif report.when == "call" or report.failed:
-            self.ran.add(report.nodeid)
-
-    def nothing_ran(self) -> str | None:
-        """The line that says so, when every pmem test that was run skipped."""
-        if self.ran or not self.skipped:
-            return None
-        reasons = Counter(self.skipped.values()).most_common()
-        shown = "; ".join(f"{n}: {why}" for why, n in reasons[:3])
-        more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
-        return (f"mfinject: no scenario ran: {len(self.skipped)} skipped ({shown}{more}); "
-                "a run of skips is not a pass")
+    A session of skips is no pass.
+    """
+    skipped = [r.message for r in rows if r.verdict == SKIPPED]
+    if not skipped or len(skipped) < len(rows):
+        return None
+    reasons = Counter(skipped).most_common()
+    shown = "; ".join(f"{n}: {why}" for why, n in reasons[:3])
+    more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+    return (f"mfinject: no scenario ran: {len(skipped)} skipped ({shown}{more}); "
+            "a run of skips is not a pass")
 
 
-TALLY_KEY = pytest.StashKey[Tally]()
 # All mfinject tests skipped: exit 5, pytest's "no tests ran", rather than 1
-# ("tests failed"): nothing failed, nothing was tested. `mfinject vm` already
-# reads a guest's 5 with no records as a complete run with nothing in it
-# (cli._collect), where 1 with no records would read as a guest that crashed.
+# ("tests failed"): nothing failed, nothing was tested. `mfinject vm` reads a
+# guest's 5 as a complete run whose rows (all skipped) explain its exit status
+# (cli._collect), where 1 would read as a failure no row shows.
 NOTHING_RAN = pytest.ExitCode.NO_TESTS_COLLECTED
 
 
@@ -74,8 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "pmem: injects poison into the designated fsdax namespace (needs root and "
         "--mfinject-device, or run it in the VM with `mfinject vm`)")
-    config.stash[RESULTS_KEY] = []
-    config.stash[TALLY_KEY] = Tally()
+    config.stash[RECORDER_KEY] = Recorder(settings(config).results_dir, os.uname().release)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -103,16 +92,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+def _check_device(session: pytest.Session) -> None:
     """A designated device that is not there stops the session once, not once per test.
 
     Only as root: the namespace's sysfs resource is root's to read, and a
     session that is not root skips every pmem test anyway, saying so.
     """
     s = settings(session.config)
-    if s.device is None or session.config.option.collectonly or os.geteuid() != 0:
+    if s.device is None or os.geteuid() != 0:
         return
-    if not any(item.get_closest_marker("pmem") for item in session.items):
+    if not any(is_pmem(item) for item in session.items):
         return
     try:
         pmem.lookup(s.device)
@@ -120,39 +109,35 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         raise pytest.UsageError(f"--mfinject-device: {e}") from None
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Check the device, then give the recorder the tests that will run (collected.json)."""
+    if session.config.option.collectonly:
+        return
+    _check_device(session)
+    recorder(session.config).collect(session.items)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, None, None]:
+    """Each phase's report of a pmem test goes to the recorder, which folds them into
+    one row (see mfinject.records); after teardown the row is final, and JUnit XML
+    gets its verdict as properties."""
     outcome = yield
     report = outcome.get_result()
-    if item.get_closest_marker("pmem") is None:
+    if not is_pmem(item):
         return
-    item.config.stash[TALLY_KEY].add(report)
-    # Every pmem test gets a row: a scenario that failed before it produced
-    # an observation gets an error record, and a test that is not a scenario
-    # (a guard) gets a record of its outcome, so the table never loses a row.
-    if item.stash.get(RECORDED_KEY, False):
-        return
-    if report.skipped or (report.passed and report.when != "call"):
-        return
-    got = params(item)
-    scenario = getattr(got.get("scenario"), "name", None) or item.originalname
-    msg = ""
-    if report.failed:
-        msg = str(report.longrepr.reprcrash.message) if hasattr(report.longrepr, "reprcrash") \
-            else str(report.longrepr).splitlines()[-1]
-        msg = f"{report.when}: {msg}"
-    verdict = PASS if report.passed else (FAIL if report.when == "call" and
-                                          "scenario" not in got else ERROR)
-    record(item.config, item, results_mod.ScenarioResult(
-        scenario=scenario, fs=fs_of(item), kernel=os.uname().release,
-        verdict=verdict, message=msg, nodeid=item.nodeid))
+    rec = recorder(item.config)
+    rec.fold(item, report, call)
+    if report.when == "teardown":
+        props = properties(rec.finish(item))
+        item.user_properties.extend(props)
+        report.user_properties.extend(props)  # junitxml reads the teardown report's
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item) -> None:
-    scenario = getattr(params(item).get("scenario"), "name", item.originalname)
-    _progress(f"running {item.nodeid} scenario={scenario} fs={fs_of(item)}")
+    _progress(f"running {item.nodeid} scenario={subject_of(item)} fs={fs_of(item)}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -162,6 +147,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 KERNEL_HUNG_KEY = pytest.StashKey[str]()
+HUNG_EXIT = 3
 
 
 def kernel_hung(item: pytest.Item, why: str) -> None:
@@ -169,7 +155,8 @@ def kernel_hung(item: pytest.Item, why: str) -> None:
 
     Teardown (unmount, namespace reset) would block behind the stuck task, and
     so would every later test. The result is already recorded; the session
-    ends at the start of this test's teardown, with the reason on stderr.
+    ends at the start of this test's teardown, with the reason on stderr, its
+    row and results.json saved, and every test that did not run an error row.
     """
     item.stash[KERNEL_HUNG_KEY] = why
 
@@ -179,36 +166,52 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     why = item.stash.get(KERNEL_HUNG_KEY, None)
     if why is None:
         return
-    save(item.config)
+    rec = recorder(item.config)
+    rec.finish(item, note=f"teardown: not run, a task is hung in the kernel ({why})")
+    rec.end(HUNG_EXIT, why=f"{item.nodeid} left a task hung in the kernel")
     msg = (f"mfinject: {item.nodeid} left a task hung in the kernel ({why}); ending the "
            "session without teardown. The kernel needs a reboot before more tests.")
     _progress(msg)
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
     sys.stdout.flush()
-    os._exit(3)
+    os._exit(HUNG_EXIT)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    save(session.config)
-    line = session.config.stash[TALLY_KEY].nothing_ran()
+    """The all-skipped rule, then a row for every test without one, and results.json."""
+    rec = recorder(session.config)
+    line = nothing_ran(rec.rows())
     if line is not None:
         _progress(line)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = NOTHING_RAN
+    rec.end(int(session.exitstatus), why=_why_ended(session))
+
+
+def _why_ended(session: pytest.Session) -> str:
+    """Why tests may have been left without an outcome: -x, --maxfail, the exit status."""
+    stop = session.shouldstop or session.shouldfail
+    if stop:
+        return str(stop)
+    status = int(session.exitstatus)
+    try:
+        return f"pytest exit status {status} ({pytest.ExitCode(status).name})"
+    except ValueError:
+        return f"pytest exit status {status}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    got = recorded(terminalreporter.config)
-    nothing = terminalreporter.config.stash[TALLY_KEY].nothing_ran()
-    if not got and nothing is None:
+    got = recorder(terminalreporter.config).rows()
+    nothing = nothing_ran(got)
+    if not got:
         return
     terminalreporter.section("mfinject results")
-    if got:
-        terminalreporter.write_line(table.render(got))
-        terminalreporter.write_line(table.totals(got))
-        details = table.failure_details(got)
-        if details:
-            terminalreporter.write_line(details)
-    if nothing is not None:
+    if nothing is not None:  # a table of nothing but skips would only repeat this line
         terminalreporter.write_line(nothing)
+        return
+    terminalreporter.write_line(table.render(got))
+    terminalreporter.write_line(table.totals(got))
+    details = table.failure_details(got)
+    if details:
+        terminalreporter.write_line(details)
