@@ -54,6 +54,30 @@ def reply_text(reply: Reply | None, ok: str = "ok", died: str = "caller killed")
     return os.strerror(reply.errno) if reply.errno else str(reply.error)
 
 
+@dataclass(frozen=True)
+class Timed:
+    """One half of a race: its reply, and when it ran (ns, CLOCK_MONOTONIC)."""
+    reply: Reply | None
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+    @classmethod
+    def of(cls, reply: Reply | None) -> Timed:
+        """From the reply of participant.op_after, run on a thread."""
+        if reply is None or not reply.ok or not isinstance(reply.value, dict):
+            return cls(reply)
+        inner = reply.value["reply"]
+        return cls(Reply(bool(inner.get("ok")), inner.get("value"), inner.get("errno"),
+                         inner.get("error")), reply.value["start_ns"], reply.value["end_ns"])
+
+
+def overlap_us(a: Timed, b: Timed) -> float | None:
+    """How long both ran at once (negative: the gap between them)."""
+    if None in (a.start_ns, a.end_ns, b.start_ns, b.end_ns):
+        return None
+    return (min(a.end_ns, b.end_ns) - max(a.start_ns, b.start_ns)) / 1000  # type: ignore[operator]
+
+
 # --- child side ---------------------------------------------------------------
 
 class _Worker(threading.Thread):
@@ -144,13 +168,18 @@ class _Child:
         finally:
             os.close(fd)
 
-    def op_after(self, seconds: float, do: str, args: dict[str, Any]) -> Any:
-        """Sleep, then run ``do``: the racing half of a race."""
+    def op_after(self, seconds: float, do: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Sleep, then run ``do``: the racing half of a race.
+
+        Returns ``do``'s reply and when it ran, on CLOCK_MONOTONIC (one clock
+        for every process): the race runner measures whether the two halves
+        of a race overlapped, so a race that never raced cannot pass.
+        """
         time.sleep(seconds)
+        start = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         reply = self.dispatch(do, args)
-        if not reply["ok"]:
-            raise OSError(reply.get("errno") or 0, reply.get("error"))
-        return reply["value"]
+        return {"reply": reply, "start_ns": start,
+                "end_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC)}
 
     def op_run(self, argv: list[str]) -> str:
         """Run a command; a non-zero exit is an error carrying its stderr."""

@@ -13,7 +13,7 @@ from mfinject import fs, kernel, pmem
 from mfinject.injectors import CORRUPT_PFN, CorruptPfnInjector, check_pfn
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import Participant, cast, reply_text
+from mfinject.participant import Participant, Timed, cast, overlap_us, reply_text
 from mfinject.scenarios import LATE
 from mfinject.scenarios.races import FAULT, MUNMAP, PUNCH_HOLE, REFLINK, TRUNCATE, Race
 from mfinject.scenarios.runner import (
@@ -33,6 +33,18 @@ MAX_DELAY_S = 0.004  # each side starts after a delay in [0, 4 ms)
 # what corrupt-pfn may answer while the page is leaving its file: 0, or -EBUSY
 # when dax_lock_page() finds the page no longer belongs to the file it read
 ALLOWED_INJECTION = ("ok", "Device or resource busy")
+# A race that never raced tests nothing: at least this many iterations must
+# have the injection and the racing call overlap in time (CLOCK_MONOTONIC on
+# both sides), and at least this share of iterations must poison the page
+# (not EBUSY), or the race is an error of the test, never a pass.
+MIN_OVERLAPPING = 1
+MIN_INJECTED_SHARE = 0.25
+# the racing fault of race-fault reads the page: before the poison, or with
+# software injection after it (madvise-late-access: the fault path checks only
+# the bad-block list), the old data; with the poison seen, SIGBUS
+# BUS_MCEERR_AR (hwpoison.rst: "Send SIGBUS when the application runs into
+# the corrupted page")
+FAULT_OUTCOMES = ("old data", "SIGBUS BUS_MCEERR_AR")
 
 
 @dataclass(frozen=True)
@@ -44,11 +56,18 @@ class Iteration:
     injection: str
     racer: str
     mapper_signals: tuple[str, ...]
+    path: str = "not traced"  # the memory-failure path this injection took
+    # how long the two calls ran at the same time, in us (negative: the gap
+    # between them); None when a side did not report when it ran
+    overlap_us: float | None = None
 
     def describe(self) -> str:
+        both = ("?" if self.overlap_us is None else f"{self.overlap_us:.0f} us overlap"
+                if self.overlap_us >= 0 else f"{-self.overlap_us:.0f} us apart")
         return (f"iteration {self.index} (page {self.page}, inject after {self.inject_delay_us} us,"
-                f" race after {self.race_delay_us} us): injection {self.injection}, "
-                f"racer {self.racer}, mapper signals {list(self.mapper_signals) or 'none'}")
+                f" race after {self.race_delay_us} us; {both}): injection {self.injection} via "
+                f"{self.path}, racer {self.racer}, mapper signals "
+                f"{list(self.mapper_signals) or 'none'}")
 
 
 def _fresh(people: dict[str, Participant], tracer: Tracer, name: str, policy: str | None
@@ -64,20 +83,136 @@ def _fresh(people: dict[str, Participant], tracer: Tracer, name: str, policy: st
     return p
 
 
-def violations(race: Race, it: Iteration) -> list[str]:
+def violations(race: Race, it: Iteration, expected_path: str) -> list[str]:
     """What in one iteration falls outside the documented outcomes."""
     bad = []
     if it.injection not in ALLOWED_INJECTION:
         bad.append(f"injection returned {it.injection!r} (allowed: {', '.join(ALLOWED_INJECTION)})")
-    if it.racer not in ("ok", "old data"):
-        bad.append(f"the {race.racer} failed: {it.racer}")
+    allowed_racer = FAULT_OUTCOMES if race.racer == FAULT else ("ok",)
+    if it.racer not in allowed_racer:
+        bad.append(f"the {race.racer} gave {it.racer!r} (allowed: {', '.join(allowed_racer)})")
     if it.mapper_signals:
         bad.append(f"the late-kill mapper got {', '.join(it.mapper_signals)}")
+    if it.path != "not traced" and it.path != expected_path:
+        bad.append(f"the injection took the {it.path} path, not {expected_path}")
     return bad
+
+
+def raced(done: list[Iteration]) -> str | None:
+    """Why these iterations do not show a race (None: they do)."""
+    if not done:
+        return "no iteration ran"
+    both = [it for it in done if it.overlap_us is not None and it.overlap_us >= 0]
+    injected = sum(it.injection == "ok" for it in done)
+    if len(both) < MIN_OVERLAPPING:
+        gaps = sorted(-it.overlap_us for it in done if it.overlap_us is not None)
+        return (f"the race never raced: in no iteration did the injection and the racing call "
+                f"overlap (closest {gaps[0]:.0f} us apart)" if gaps else
+                "the race never raced: no iteration reported when its two calls ran")
+    if injected < MIN_INJECTED_SHARE * len(done):
+        return (f"the injection poisoned the page in only {injected} of {len(done)} iterations "
+                f"(at least {MIN_INJECTED_SHARE:.0%} needed): the race mostly tested EBUSY")
+    return None
+
+
+RACER_OPS = {
+    TRUNCATE: lambda path, addr, page: ("truncate", {"path": path, "length": 0}),
+    PUNCH_HOLE: lambda path, addr, page: ("punch_hole", {"path": path, "offset": page * PAGE_SIZE,
+                                                         "length": PAGE_SIZE}),
+    MUNMAP: lambda path, addr, page: ("munmap", {"addr": addr}),
+    FAULT: lambda path, addr, page: ("map_touch", {"path": path, "offset": page * PAGE_SIZE,
+                                                   "length": RACE_FILE_PAGES * PAGE_SIZE}),
+    REFLINK: lambda path, addr, page: ("ficlone", {"src": path, "dst": path + ".clone"}),
+}
+
+
+@dataclass(frozen=True)
+class _Cast:
+    tracer: Tracer
+    people: dict[str, Participant]
+    trace_session: ftrace.FunctionTrace | None
+
+
+def _iteration(race: Race, mount: fs.Mount, namespace: pmem.Namespace, cast_: _Cast,
+               i: int, rng: random.Random) -> Iteration:
+    """One iteration: M maps and faults a page, then I poisons it while R changes it."""
+    people, tracer = cast_.people, cast_.tracer
+    page = rng.randrange(RACE_FILE_PAGES)
+    d_inj, d_race = rng.uniform(0, MAX_DELAY_S), rng.uniform(0, MAX_DELAY_S)
+    path = fs.create_file(mount, f"{race.name}-{i}.dat", RACE_FILE_PAGES * PAGE_SIZE, fill=FILL)
+    m = _fresh(people, tracer, "M", LATE)
+    i_p = _fresh(people, tracer, "I", None)
+    r = _fresh(people, tracer, "R", None) if race.racer != MUNMAP else m
+    addr = m.call("mmap", path=path, offset=0, length=RACE_FILE_PAGES * PAGE_SIZE)
+    m.call("touch", addr=addr + page * PAGE_SIZE)
+    entry = pagemap.read_entry(m.pid, addr + page * PAGE_SIZE)
+    if entry.pfn is None:
+        raise ScenarioError(f"iteration {i}: page {page} not present after a touch")
+    check_pfn(namespace, entry.pfn)
+    m_signals, r_signals = len(m.log.signals), len(r.log.signals)
+    op, args = RACER_OPS[race.racer](path, addr, page)
+    with ftrace.trace_injection(cast_.trace_session) as trace:
+        i_p.call("start_on_thread", thread=1, do="after",
+                 args={"seconds": d_inj, "do": "write_file",
+                       "args": {"path": CORRUPT_PFN, "data": f"{entry.pfn:#x}\n"}})
+        r.call("start_on_thread", thread=1, do="after",
+               args={"seconds": d_race, "do": op, "args": args})
+        inj = Timed.of(i_p.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S))
+        rac = Timed.of(r.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S))
+        tracer.settle(0.05, SETTLE_LIMIT_S)
+    it = Iteration(i, page, round(d_inj * 1e6), round(d_race * 1e6),
+                   reply_text(inj.reply, died="process died"),
+                   _racer_outcome(race, rac, r.log.signals[r_signals:]),
+                   tuple(ev.code_name for ev in m.log.signals[m_signals:]
+                         if ev.signo == signal.SIGBUS),
+                   trace.path, overlap_us(inj, rac))
+    if m.alive and race.racer != MUNMAP:
+        m.request("munmap", addr=addr)
+    return it
+
+
+def _racer_outcome(race: Race, rac: Timed, signals: list) -> str:
+    bus = [ev for ev in signals if ev.signo == signal.SIGBUS]
+    if race.racer == FAULT and bus:
+        return f"SIGBUS {bus[0].code_name}"
+    if race.racer == FAULT and rac.reply is not None and rac.reply.ok:
+        return "old data" if rac.reply.value == FILL else f"data {rac.reply.value:#x}"
+    return reply_text(rac.reply, died="process died")
+
+
+def _participants(race: Race, people: dict[str, Participant]) -> tuple[ParticipantObs, ...]:
+    roles = {"I": "I (injects, maps nothing)", "M": "M (maps the page, late kill)",
+             "R": f"R ({race.racer})"}
+    return tuple(ParticipantObs(
+        name=name, role=roles[name], pid=p.pid, maps=name == "M",
+        policy=LATE if name == "M" else "default", vaddr=None, pfn_before=None, sigbus=(),
+        other_signals=tuple(ev.signal_name for ev in p.log.signals),
+        exit="alive" if p.alive else f"ended {p.log.exit_status}", mapped_after=None,
+        pfn_after=None, injection=None) for name in ("I", "M", "R") if (p := people.get(name)))
+
+
+def _facts(race: Race, mount: fs.Mount, seed: int, iterations: int, done: list[Iteration],
+           bad: list[str]) -> tuple[tuple[str, str], ...]:
+    def tally(values: list[str]) -> str:
+        return ", ".join(f"{k} x{v}" for k, v in sorted(Counter(values).items()))
+    both = [it.overlap_us for it in done if it.overlap_us is not None and it.overlap_us >= 0]
+    return (
+        ("seed", str(seed)),
+        ("iterations", str(len(done))),
+        ("injection_outcomes", tally([it.injection for it in done])),
+        ("racer_outcomes", tally([it.racer for it in done])),
+        ("paths", tally([it.path for it in done])),
+        ("overlapping", f"{len(both)} of {len(done)} iterations"
+                        + (f" (up to {max(both):.0f} us)" if both else "")),
+        ("violations", "none" if not bad else f"{len(bad)}: " + " | ".join(bad[:5])),
+        ("reproduce", (f"--mfinject-seed {seed} --mfinject-race-iterations {iterations} "
+                       f"-k '{race.name} and {mount.kind.name}'")),
+    )
 
 
 def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, iterations: int,
         trace_session: ftrace.FunctionTrace | None = None) -> Observation:
+    """Every iteration judged against its rule; a race that never raced is an error."""
     if race.needs_reflink and not mount.kind.reflink:
         raise NotMeaningful(f"{race.name} needs reflink: {mount.kind.name} has none "
                             "(only xfs-rmapbt is made with reflink=1)")
@@ -85,91 +220,29 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
     rng = random.Random(f"{seed}/{race.name}/{mount.kind.name}")
     started = time.monotonic()
     tracer = Tracer()
-    done: list[Iteration] = []
     hw_before = kernel.hardware_corrupted_kb()
-    paths_seen: Counter[str] = Counter()
     with cast(tracer) as people, kmsg.capture() as log_capture:
+        done = []
         for i in range(iterations):
-            page = rng.randrange(RACE_FILE_PAGES)
-            d_inj, d_race = rng.uniform(0, MAX_DELAY_S), rng.uniform(0, MAX_DELAY_S)
-            path = fs.create_file(mount, f"{race.name}-{i}.dat", RACE_FILE_PAGES * PAGE_SIZE,
-                                  fill=FILL)
-            m = _fresh(people, tracer, "M", LATE)
-            i_p = _fresh(people, tracer, "I", None)
-            r = _fresh(people, tracer, "R", None) if race.racer != MUNMAP else m
-            addr = m.call("mmap", path=path, offset=0, length=RACE_FILE_PAGES * PAGE_SIZE)
-            m.call("touch", addr=addr + page * PAGE_SIZE)
-            entry = pagemap.read_entry(m.pid, addr + page * PAGE_SIZE)
-            if entry.pfn is None:
-                raise ScenarioError(f"iteration {i}: page {page} not present after a touch")
-            check_pfn(namespace, entry.pfn)
-            n_signals = len(m.log.signals)
-            racer_op = {
-                TRUNCATE: ("truncate", {"path": path, "length": 0}),
-                PUNCH_HOLE: ("punch_hole", {"path": path, "offset": page * PAGE_SIZE,
-                                            "length": PAGE_SIZE}),
-                MUNMAP: ("munmap", {"addr": addr}),
-                FAULT: ("map_touch", {"path": path, "offset": page * PAGE_SIZE,
-                                      "length": RACE_FILE_PAGES * PAGE_SIZE}),
-                REFLINK: ("ficlone", {"src": path, "dst": path + ".clone"}),
-            }[race.racer]
-            with ftrace.trace_injection(trace_session) as trace:
-                i_p.call("start_on_thread", thread=1, do="after",
-                         args={"seconds": d_inj, "do": "write_file",
-                               "args": {"path": CORRUPT_PFN, "data": f"{entry.pfn:#x}\n"}})
-                r.call("start_on_thread", thread=1, do="after",
-                       args={"seconds": d_race, "do": racer_op[0], "args": racer_op[1]})
-                inj = i_p.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S)
-                rac = r.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S)
-                tracer.settle(0.05, SETTLE_LIMIT_S)
-            paths_seen[trace.path] += 1
-            racer = reply_text(rac, died="process died")
-            if race.racer == FAULT and rac is not None and rac.ok:
-                racer = "old data" if rac.value == FILL else f"data {rac.value:#x}"
-            it = Iteration(i, page, round(d_inj * 1e6), round(d_race * 1e6),
-                           reply_text(inj, died="process died"), racer,
-                           tuple(ev.code_name for ev in m.log.signals[n_signals:]
-                                 if ev.signo == signal.SIGBUS))
-            done.append(it)
-            log.info("%s seed %d: %s", race.name, seed, it.describe())
-            if m.alive and race.racer != MUNMAP:
-                m.request("munmap", addr=addr)
+            done.append(_iteration(race, mount, namespace, _Cast(tracer, people, trace_session),
+                                   i, rng))
+            log.info("%s seed %d: %s", race.name, seed, done[-1].describe())
         records = log_capture.read()
-        observed = []
-        for name in ("I", "M", "R"):
-            p = people.get(name)
-            if p is None:
-                continue
-            observed.append(ParticipantObs(
-                name=name, role={"I": "I (injects, maps nothing)",
-                                 "M": "M (maps the page, late kill)",
-                                 "R": f"R ({race.racer})"}[name],
-                pid=p.pid, maps=name == "M", policy=LATE if name == "M" else "default",
-                vaddr=None, pfn_before=None,
-                sigbus=(), other_signals=tuple(ev.signal_name for ev in p.log.signals),
-                exit="alive" if p.alive else f"ended {p.log.exit_status}",
-                mapped_after=None, pfn_after=None, injection=None,
-            ))
-    bad = [f"{it.describe()}: {'; '.join(v)}" for it in done if (v := violations(race, it))]
-    outcomes = Counter(it.injection for it in done)
-    racers = Counter(it.racer for it in done)
-    facts = (
-        ("seed", str(seed)),
-        ("iterations", str(len(done))),
-        ("injection_outcomes", ", ".join(f"{k} x{v}" for k, v in sorted(outcomes.items()))),
-        ("racer_outcomes", ", ".join(f"{k} x{v}" for k, v in sorted(racers.items()))),
-        ("paths", ", ".join(f"{k} x{v}" for k, v in sorted(paths_seen.items()))),
-        ("violations", "none" if not bad else f"{len(bad)}: " + " | ".join(bad[:5])),
-        ("reproduce", (f"--mfinject-seed {seed} --mfinject-race-iterations {iterations} "
-                       f"-k '{race.name} and {mount.kind.name}'")),
-    )
+        observed = _participants(race, people)
+    bad = [f"{it.describe()}: {'; '.join(v)}" for it in done
+           if (v := violations(race, it, mount.kind.path))]
+    facts = _facts(race, mount, seed, iterations, done, bad)
+    why_not = raced(done)
+    if why_not:
+        raise ScenarioError(f"{race.name} on {mount.kind.name}: {why_not}; "
+                            + "; ".join(f"{k}: {v}" for k, v in facts))
+    traced = sorted({it.path for it in done} - {"not traced"})
     return Observation(
         scenario=race.name, title=race.title, injector="corrupt-pfn", fs=mount.kind.name,
-        path=mount.kind.path, kernel=kernel.release(), pfn=0, participants=tuple(observed),
+        path=mount.kind.path, kernel=kernel.release(), pfn=0, participants=observed,
         dmesg=tuple(str(r) for r in records[-200:]),
         hardware_corrupted_delta_kb=kernel.hardware_corrupted_kb() - hw_before,
         badblocks=tuple(pmem.badblocks(namespace)),
         duration_s=round(time.monotonic() - started, 3),
-        path_observed=", ".join(sorted(k for k in paths_seen if k != "not traced")) or "not traced",
-        facts=facts,
+        path_observed=", ".join(traced) or "not traced", facts=facts,
     )

@@ -14,7 +14,8 @@ from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS, UNPOISON_PFN, Injection
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import Participant, ParticipantError, Reply, cast, reply_text
+from mfinject.participant import (Participant, ParticipantError, Reply, Timed, cast,
+                                  reply_text)
 from mfinject.scenarios import DEFAULT, PMD_SIZE, Scenario
 from mfinject.syscalls import PAGE_SIZE
 from mfinject.undo import UndoStack
@@ -139,6 +140,29 @@ def _exit_text(status: int | None) -> str:
     return f"exited {status}"
 
 
+def _pin_outcome(p: Participant, injection: Timed) -> str:
+    """The pinning O_DIRECT read's outcome, once it is shown to have spanned the injection.
+
+    A read that completed before the injection began (or began after it)
+    pinned nothing at the moment that matters: the scenario could not set up
+    what it is about, an error of the test rather than a claim on the kernel.
+    """
+    read = Timed.of(p.request("wait_thread", thread=1, timeout=PIN_DELAY_MS / 1000 + 10))
+    done = reply_text(read.reply, f"completed, {read.reply.value if read.reply else 0} bytes")
+    if None in (read.start_ns, read.end_ns, injection.start_ns, injection.end_ns):
+        raise ScenarioError(f"the O_DIRECT read that pins the page did not say when it ran "
+                            f"({done})")
+    before = (injection.start_ns - read.start_ns) / 1e6  # type: ignore[operator]
+    after = (read.end_ns - injection.end_ns) / 1e6  # type: ignore[operator]
+    log.info("O_DIRECT read began %.0f ms before the injection, ended %.0f ms after it",
+             before, after)
+    if before <= 0 or after <= 0:
+        raise ScenarioError(f"the O_DIRECT read was not in flight across the injection (it "
+                            f"began {before:.0f} ms before it and ended {after:.0f} ms after "
+                            f"it): the pin this scenario is about was not there ({done})")
+    return f"O_DIRECT read in flight at the injection: {done}"
+
+
 def _mapping_state(p: Participant, addr: int | None, length: int
                    ) -> tuple[bool | None, int | None, int | None]:
     """Present bit and PFN of the first page, and how many pages of the range are
@@ -216,7 +240,9 @@ def _hung_observation(scenario: Scenario, mount: fs.Mount, namespace: pmem.Names
             vaddr=vaddrs.get(r.name), pfn_before=pfns.get(r.name),
             sigbus=tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, 0.0)
                          for ev in p.log.signals if ev.signo == signal.SIGBUS),
-            other_signals=(), exit=_exit_text(p.log.exit_status),
+            other_signals=tuple(ev.signal_name for ev in p.log.signals
+                                if ev.signo != signal.SIGBUS),
+            exit=_exit_text(p.log.exit_status),
             mapped_after=mapped, pfn_after=pfn_after,
             injection=injection.outcome() if r.injects else None,
             range_present=present, range_pages=scenario.map_size // PAGE_SIZE if r.maps else None,
@@ -311,9 +337,12 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 pins[role.name] = reply_text(p.request("io_uring_register", addr=vaddrs[role.name],
                                                         length=PAGE_SIZE), "registered")
             elif role.pin == "odirect":
-                p.call("start_on_thread", thread=1, do="odirect_into",
-                       args={"device": pin_device, "addr": vaddrs[role.name],
-                             "length": PAGE_SIZE})
+                # through op_after: the read reports when it ran, to prove it
+                # was in flight across the injection
+                p.call("start_on_thread", thread=1, do="after", args={
+                    "seconds": 0, "do": "odirect_into",
+                    "args": {"device": pin_device, "addr": vaddrs[role.name],
+                             "length": PAGE_SIZE}})
                 time.sleep(PIN_SETTLE_S)
 
         inj_role = scenario.injecting_role
@@ -324,9 +353,11 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         injection2 = None
         with kmsg.capture() as log_capture:
             t0 = time.monotonic_ns()
+            inj_window = Timed(None)
             with ftrace.trace_injection(trace_session) as trace:
                 try:
                     injection = injector.inject(injecting, vaddrs.get(inj_role.name), pfn)
+                    inj_window = Timed(injection.reply, t0, time.monotonic_ns())
                 except ParticipantError as e:
                     # the call never returned: the kernel is stuck in it
                     hung = f"no return within {inj_by.timeout_s:.0f} s: " + kernel.stuck_stack(
@@ -345,11 +376,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                 tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
             for role in scenario.roles:
                 if role.pin == "odirect":
-                    reply = people[role.name].request("wait_thread", thread=1,
-                                                      timeout=PIN_DELAY_MS / 1000 + 10)
-                    pins[role.name] = ("O_DIRECT read in flight at the injection: "
-                                       + reply_text(reply, f"completed, {reply.value if reply else 0}"
-                                                     " bytes"))
+                    pins[role.name] = _pin_outcome(people[role.name], inj_window)
             snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name),
                                                   scenario.map_size)
                         for role in scenario.roles if role.maps and not role.unmaps_before}
@@ -397,8 +424,6 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                            for ev in bus)
             others = tuple(ev.signal_name for ev in p.log.signals if ev.signo != signal.SIGBUS)
             mapped_after, pfn_after, range_present = snapshot.get(role.name, (None, None, None))
-            if role.maps_after:
-                sigbus = ()  # its only signal is the one its access got
             observed.append(ParticipantObs(
                 name=role.name,
                 role=role.describe(),

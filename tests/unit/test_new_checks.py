@@ -72,10 +72,10 @@ def test_clear_on_write_deviation_only_without_clear_error():
 
 def test_race_violations():
     race = races.RACES[0]
-    ok = Iteration(0, 3, 100, 200, "Device or resource busy", "ok", ())
-    assert violations(race, ok) == []
-    bad = Iteration(1, 3, 100, 200, "Invalid argument", "ok", ("BUS_MCEERR_AO",))
-    found = violations(race, bad)
+    ok = Iteration(0, 3, 100, 200, "Device or resource busy", "ok", (), "generic", 12.0)
+    assert violations(race, ok, "generic") == []
+    bad = Iteration(1, 3, 100, 200, "Invalid argument", "ok", ("BUS_MCEERR_AO",), "generic")
+    found = violations(race, bad, "generic")
     assert len(found) == 2 and "late-kill mapper" in found[1]
     for r in races.RACES:
         assert EXPECTATIONS[r.name][0].field == "violations"
