@@ -87,13 +87,28 @@ def fold(rows: list[ScenarioResult], attempts: list[CrashAttempt],
         by_test.setdefault(a.nodeid, []).append(a)
     out = []
     for row in rows:
+        if not row.final and row.nodeid in by_test:
+            continue  # a row cut short by the crash: the crash is its outcome (below)
         crashed = by_test.pop(row.nodeid, [])
+        row = row if row.final else unfinished(row)
         out.append(_after_crashes(row, crashed, release) if crashed else row)
     for nodeid, crashed in by_test.items():  # crashed in every attempt: no guest row
         last = crashed[-1]
         out.append(_crashed_row(ScenarioResult(last.scenario, last.fs, release, CRASHED,
                                                nodeid=nodeid), crashed, release))
     return out
+
+
+def unfinished(row: ScenarioResult) -> ScenarioResult:
+    """A row the guest streamed before teardown and never made final: an error.
+
+    The guest died (or the session ended) during the test's teardown, so
+    unmount, namespace reset and the kernel-health check never judged it.
+    """
+    return replace(row, verdict=ERROR if row.verdict in (PASS, KNOWN_DEVIATION) else row.verdict,
+                   final=True, message=(f"{row.message}\n" if row.message else "")
+                   + f"teardown did not finish (the row was {row.verdict} before it): the "
+                   "guest died or the session ended during it, unjudged by the health check")
 
 
 def _crash_text(attempts: list[CrashAttempt]) -> str:

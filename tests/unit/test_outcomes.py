@@ -86,3 +86,15 @@ def _collected(tmp_path: Path, code: int) -> list[ScenarioResult]:
     from mfinject.results import append_jsonl
     append_jsonl(tmp_path / "results.jsonl", _row())
     return cli._collect(_run(tmp_path, code))
+
+
+def test_a_row_whose_teardown_never_finished_is_an_error():
+    import dataclasses
+    [row] = outcomes.fold([dataclasses.replace(_row(), final=False)], [], R61)
+    assert row.verdict == ERROR and "teardown did not finish" in row.message
+
+
+def test_a_row_cut_short_by_the_crash_in_every_attempt_is_crashed():
+    import dataclasses
+    [row] = outcomes.fold([dataclasses.replace(_row(), final=False)], [_crash(0), _crash(1)], R61)
+    assert row.verdict == CRASHED
