@@ -261,7 +261,7 @@ def bus_commands(ns: Namespace) -> str:
             try:
                 return (d / "commands").read_text().strip() or "none"
             except OSError:
-                return "none"
+                return "unknown"  # unread is not "none": it says nothing about the bus
     return "unknown"
 
 

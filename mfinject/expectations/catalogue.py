@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from mfinject.expectations import sources as src
 from mfinject.expectations.model import (
+    ALL_PATHS,
     INJECTION_LIMIT,
     KERNEL_DEVIATION,
     Expect,
     KernelRange,
     KnownDeviation,
+    Seen,
     Source,
+    Value,
 )
 from mfinject.kernel import Version
+from mfinject.scenarios import Scenario
+from mfinject.scenarios import catalogue as scenario_catalogue
 from mfinject.scenarios import (
     access,
     badblocks,
@@ -134,6 +139,15 @@ def unlockable_page(name: str) -> tuple[Expect, ...]:
     )
 
 
+# A page that still belongs to its file, which nobody maps: the generic path
+# locks it through page->mapping (dax_lock_page() succeeds), XFS finds its owner
+# in the reverse map and mf_dax_kill_procs() returns 0. Either way
+# memory_failure_dev_pagemap() gets rc 0, the same 0 that makes the corrupt-pfn
+# write "ok" (hwpoison_inject() returns memory_failure()'s result), and logs
+# action_result(pfn, MF_MSG_DAX, MF_RECOVERED).
+FILE_PAGE_RECOVERED = (Expect("kernel", "recovery_action", "Recovered", src.DAX_ACTION_RESULT),)
+
+
 def io_on_media_error(name: str) -> tuple[Expect, ...]:
     """Reads of a page with a media error fail; a whole-page write clears it."""
     return (
@@ -171,10 +185,10 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
                kernels=KernelRange(since=_V6_5)),
     ),
     # a page of a file that nobody maps: locked through its file, nobody to signal
-    locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + (
+    locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + FILE_PAGE_RECOVERED + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
-    locking.CORRUPT_PFN_UNPOISON.name: outside_injector("I") + (
+    locking.CORRUPT_PFN_UNPOISON.name: outside_injector("I") + FILE_PAGE_RECOVERED + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
         Expect("I", "unpoison", "ok", src.HWPOISON_UNPOISON),
     ),
@@ -231,9 +245,40 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
 _NO_POISON_PAGE = {s.name for s in locking.SCENARIOS} - {locking.CORRUPT_PFN_TWICE.name}
 _NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name,
                                                                unbind.UNBIND_MOUNTED.name}
+KILLED = "killed by SIGBUS"  # runner._exit_text() of SIGBUS's default action
+ALIVE = "alive"  # not ended when the scenario's last step was done
+
+
+def _kills(e: Expect) -> bool:
+    """Does ``e`` name a SIGBUS for its participant? Nobody handles one: it ends them."""
+    return ((e.field == "signal" and e.value != "none")
+            or (e.field in ("access", "fault") and e.value.startswith("SIGBUS")))
+
+
+def lifecycle(scenario: Scenario, exps: tuple[Expect, ...]) -> tuple[Expect, ...]:
+    """What each participant receives and how it ends, in full.
+
+    Exactly the SIGBUS its expectations name (none, where they name none), no
+    other signal, and the end that follows: killed by the SIGBUS named
+    (signal(7): the default action; the participants never handle it), alive
+    otherwise. ``signal`` lists every SIGBUS, so one named means exactly one.
+    """
+    out: list[Expect] = []
+    for role in scenario.roles:
+        mine = [e for e in exps if e.participant == role.name]
+        if not any(e.field == "signal" for e in mine):
+            out.append(Expect(role.name, "signal", "none", src.COLLECT_PROCS))
+        out.append(Expect(role.name, "other_signals", "none", src.KILL_PROCS))
+        out.append(Expect(role.name, "exit", KILLED, src.SIGBUS_DEFAULT) if any(map(_kills, mine))
+                   else Expect(role.name, "exit", ALIVE, src.KILL_PROCS))
+    return tuple(out)
+
+
+_SCENARIOS = {s.name: s for s in scenario_catalogue.ALL}
 EXPECTATIONS = {
     name: (() if name in _NO_MEMORY_FAILURE else PATH)
     + (() if name in _NO_POISON_PAGE | _NO_MEMORY_FAILURE else HW_CORRUPTED) + exps
+    + lifecycle(_SCENARIOS[name], exps)
     for name, exps in _EXPECTATIONS.items()
 }
 
@@ -244,13 +289,34 @@ EXPECTATIONS.update({race.name: (Expect("kernel", "violations", "none", src.DAX_
 # Cases where the kernel does not do what the sources above say, each found by
 # a run, understood and explained. They are reported as deviations (never as
 # passes); a kernel that starts doing the documented thing simply passes.
+#
+# A case explains an observation only as a whole: every value it names must be
+# observed together (a late-only B that is unmapped but reads the old data is
+# not the "still mapped" case), on a kernel series it was seen on (elsewhere:
+# a failure, "unconfirmed"), and where it depends on a fact, with the fact read.
+# Seen: README, "Known deviations": 6.1.0-56, 6.12.118+deb13, 7.3.4+deb13
+# unless said otherwise, and 7.2.13 for the unbind hang.
+SEEN = Seen("6.1.0-56", "7.3.4")
+
+
+def deviation(scenario: str, case: str, values: tuple[Value, ...], kind: str,
+              explanation: str, source: Source, seen: Seen = SEEN, *,
+              paths: frozenset[str] = ALL_PATHS,
+              fact_lacks: tuple[str, str] | None = None) -> tuple[KnownDeviation, ...]:
+    """One known case: the values it explains, one entry each, all of them jointly."""
+    return tuple(KnownDeviation(scenario, v.participant, v.field, v.observed, kind, explanation,
+                                source, seen, paths, v.kernels, fact_lacks, v.regex, case)
+                 for v in values)
+
+
 _REFAULT = ("the page was unmapped, but the next load faults it in again: the fsdax fault "
             "path checks only the pmem bad-block list, which software injection leaves "
-            "empty, so the process reads the old data. On real hardware the load would "
-            "consume the poison and raise BUS_MCEERR_AR.")
+            "empty, so the process reads the old data and lives on. On real hardware the "
+            "load would consume the poison and raise BUS_MCEERR_AR.")
 _NO_UNMAP = ("no process qualified for a signal (no early-kill mapper, and the injecting "
              "process maps nothing), so unmap_and_kill() unmapped nothing and the late-kill "
-             "mapper keeps a live mapping of the poisoned page.")
+             "mapper keeps a live mapping of the poisoned page: its load reads it without "
+             "any fault, and it lives on.")
 _TWICE = ("the fsdax path (memory_failure_dev_pagemap()) runs before, and instead of, the "
           "PG_hwpoison test that ends a second injection of an ordinary page with -EHWPOISON: "
           "the already poisoned page is handled again, its mappers are signalled again, and "
@@ -258,64 +324,75 @@ _TWICE = ("the fsdax path (memory_failure_dev_pagemap()) runs before, and instea
 _NO_CLEAR = ("the NVDIMM bus offers no clear_error command (see the nd_bus_commands fact: "
              "QEMU's emulated NVDIMM implements no Clear Uncorrectable Error function), so "
              "pmem_clear_poison() clears nothing, pmem_recovery_write() writes nothing and "
-             "the write fails with EFAULT; the bad block stays. On an NVDIMM that can clear "
-             "errors the write succeeds and clears it.")
+             "the whole-page write fails with EFAULT; the bad block stays, and the read back "
+             "fails. On an NVDIMM that can clear errors the write succeeds and clears it.")
 _CLEAR = ("nd_bus_commands", "clear_error")
+# the unbind's stuck task, innermost frame first (kernel.stuck_stack())
+_UNBIND_HANG_STACK = (r"no return within \d+ s: .*\bdax_lock_mapping_entry\b.*"
+                      r"\bmf_dax_kill_procs\b.*\bxfs_dax_notify_dev_failure\b.*")
+_REFLINK_WARN = (r"(WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W)"
+                 r"(; (WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W))*")
+_NO_BAD_RANGE = "none"  # kernel.badblocks: software poison records no bad block
+
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
-    KnownDeviation(locking.CORRUPT_PFN_UNPOISON.name, "I", "unpoison", "Input/output error",
-                   KERNEL_DEVIATION, "unpoison_memory() starts with pfn_to_online_page(), which "
-                   "is NULL for every ZONE_DEVICE page, and returns -EIO without a message: a "
-                   "software-poisoned fsdax page can never be unpoisoned (traced with the "
-                   "function_graph tracer on 6.12; seen on 6.1, 6.12 and 7.3, both paths). It "
-                   "stays poisoned until its namespace is disabled and enabled again.",
-                   src.UNPOISON_MEMORY),
+    *deviation(locking.CORRUPT_PFN_UNPOISON.name, "unpoison refused",
+               (Value("I", "unpoison", "Input/output error"),),
+               KERNEL_DEVIATION, "unpoison_memory() starts with pfn_to_online_page(), which "
+               "is NULL for every ZONE_DEVICE page, and returns -EIO without a message: a "
+               "software-poisoned fsdax page can never be unpoisoned (traced with the "
+               "function_graph tracer on 6.12; seen on 6.1, 6.12 and 7.3, both paths). It "
+               "stays poisoned until its namespace is disabled and enabled again.",
+               src.UNPOISON_MEMORY),
     # before v6.2 a block shared by two files cannot be mapped from both
-    KnownDeviation(shared.CORRUPT_PFN_REFLINK.name, "kernel", "health",
-                   r"(WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W)"
-                   r"(; (WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W))*",
-                   KERNEL_DEVIATION, "mapping a reflinked block from the second file hits "
-                   "WARN_ON_ONCE(page->mapping) in dax_associate_entry() (seen at "
-                   "fs/dax.c:380 dax_insert_entry on 6.1, and dax_disassociate_entry at "
-                   "unmount): a fsdax page could belong to one file only until shared pages "
-                   "got page->share (the kernel itself warns 'DAX enabled. Warning: "
-                   "EXPERIMENTAL' on this XFS). Memory-failure on the shared block itself "
-                   "still signals both mappers.",
-                   src.COMMIT_DAX_SHARE, kernels=KernelRange(until=Version(6, 2, 0)),
-                   observed_regex=True),
-    KnownDeviation(unbind.UNBIND_MOUNTED.name, "I", "injection", "hung", KERNEL_DEVIATION,
-                   "the unbind never returns: xfs_dax_notify_dev_failure() with "
-                   "MF_MEM_PRE_REMOVE signals the first mapper, then spins in "
-                   "dax_lock_mapping_entry() called from mf_dax_kill_procs() (the stuck CPU's "
-                   "backtrace is kept in the kernel_hung fact), and the nvdimm bus lock stays "
-                   "held, so ndctl blocks too. The session ends after this test; the kernel "
-                   "needs a reboot. A regression after 6.12: 6.12.118 completes the unbind "
-                   "and passes, 7.2.13 and 7.3.4 hang.",
-                   src.COMMIT_PRE_REMOVE, kernels=KernelRange(since=Version(6, 13, 0))),
-    KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "I", "injection2", "ok", KERNEL_DEVIATION,
-                   _TWICE, src.ALREADY_POISONED),
-    KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "kernel", "hardware_corrupted_kb", "+8",
-                   KERNEL_DEVIATION, _TWICE, src.ALREADY_POISONED),
-    KnownDeviation(locking.CORRUPT_PFN_TWICE.name, "kernel", "memory_failure_stats",
-                   "total +2, recovered +2", KERNEL_DEVIATION, _TWICE, src.ALREADY_POISONED,
-                   kernels=KernelRange(since=_V6_4)),
-    *(KnownDeviation(fileio.CORRUPT_PFN_FILE_IO.name, "R", f"io:{op}", "old data",
-                     INJECTION_LIMIT, "software poison sets PG_hwpoison only; the pmem driver "
-                     "checks its bad-block list, which stays empty, so the read returns the old "
-                     "data. On real hardware it would consume the poison and fail with EIO.",
-                     src.PMEM_BADBLOCKS) for op in ("read", "pread", "odirect_read")),
-    KnownDeviation(fileio.BADBLOCKS_FILE_IO.name, "R", "io:write_page", "Bad address",
-                   INJECTION_LIMIT, _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
-    KnownDeviation(fileio.BADBLOCKS_FILE_IO.name, "kernel", "badblocks", "1 bad range",
-                   INJECTION_LIMIT, "the whole-page write failed, see R.io:write_page: "
-                   + _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
-    KnownDeviation(fileio.BADBLOCKS_FILE_IO.name, "R", "io:pread_after_write",
-                   "Input/output error", INJECTION_LIMIT, "the whole-page write failed, "
-                   "see R.io:write_page: " + _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
-    KnownDeviation(access.MADVISE_LATE_ACCESS.name, "B", "access", "old data", INJECTION_LIMIT,
-                   _REFAULT, src.PMEM_BADBLOCKS),
-    KnownDeviation(access.CORRUPT_PFN_LATE_ONLY.name, "B", "mapping", "mapped", KERNEL_DEVIATION,
-                   _NO_UNMAP, src.UNMAP_AND_KILL),
-    KnownDeviation(access.CORRUPT_PFN_LATE_ONLY.name, "B", "access", "old data",
-                   KERNEL_DEVIATION, "the page is still mapped (see B.mapping), so the load "
-                   "reads it without any fault: " + _NO_UNMAP, src.UNMAP_AND_KILL),
+    *deviation(shared.CORRUPT_PFN_REFLINK.name, "shared block WARN",
+               (Value("kernel", "health", _REFLINK_WARN, regex=True,
+                      kernels=KernelRange(until=Version(6, 2, 0))),),
+               KERNEL_DEVIATION, "mapping a reflinked block from the second file hits "
+               "WARN_ON_ONCE(page->mapping) in dax_associate_entry() (seen at "
+               "fs/dax.c:380 dax_insert_entry on 6.1, and dax_disassociate_entry at "
+               "unmount): a fsdax page could belong to one file only until shared pages "
+               "got page->share (the kernel itself warns 'DAX enabled. Warning: "
+               "EXPERIMENTAL' on this XFS). Memory-failure on the shared block itself "
+               "still signals both mappers.",
+               src.COMMIT_DAX_SHARE, Seen("6.1.0-56", "6.1.0-56")),
+    # the hang is this stuck stack; a call that failed otherwise is no such hang
+    *deviation(unbind.UNBIND_MOUNTED.name, "unbind hang",
+               (Value("I", "injection", "hung"),
+                Value("kernel", "kernel_hung", _UNBIND_HANG_STACK, regex=True)),
+               KERNEL_DEVIATION,
+               "the unbind never returns: xfs_dax_notify_dev_failure() with "
+               "MF_MEM_PRE_REMOVE signals the first mapper, then spins in "
+               "dax_lock_mapping_entry() called from mf_dax_kill_procs() (the stuck CPU's "
+               "backtrace is kept in the kernel_hung fact), and the nvdimm bus lock stays "
+               "held, so ndctl blocks too. The session ends after this test; the kernel "
+               "needs a reboot. A regression after 6.12: 6.12.118 completes the unbind "
+               "and passes, 7.2.13 and 7.3.4 hang.",
+               src.COMMIT_PRE_REMOVE, Seen("7.2.13", "7.3.4"),
+               paths=frozenset({"notify_failure"})),
+    *deviation(locking.CORRUPT_PFN_TWICE.name, "handled twice",
+               (Value("I", "injection2", "ok"),
+                Value("kernel", "hardware_corrupted_kb", "+8"),
+                Value("kernel", "memory_failure_stats", "total +2, recovered +2",
+                      kernels=KernelRange(since=_V6_4))),
+               KERNEL_DEVIATION, _TWICE, src.ALREADY_POISONED),
+    *deviation(fileio.CORRUPT_PFN_FILE_IO.name, "reads old data",
+               (*(Value("R", f"io:{op}", "old data") for op in ("read", "pread", "odirect_read")),
+                Value("kernel", "badblocks", _NO_BAD_RANGE)),
+               INJECTION_LIMIT, "software poison sets PG_hwpoison only; the pmem driver "
+               "checks its bad-block list, which stays empty, so the reads return the old "
+               "data. On real hardware they would consume the poison and fail with EIO.",
+               src.PMEM_BADBLOCKS),
+    *deviation(fileio.BADBLOCKS_FILE_IO.name, "no clear_error",
+               (Value("R", "io:write_page", "Bad address"),
+                Value("kernel", "badblocks", "1 bad range"),
+                Value("R", "io:pread_after_write", "Input/output error")),
+               INJECTION_LIMIT, _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
+    *deviation(access.MADVISE_LATE_ACCESS.name, "refault",
+               (Value("B", "access", "old data"), Value("B", "exit", ALIVE),
+                Value("B", "mapping", "unmapped"), Value("kernel", "badblocks", _NO_BAD_RANGE)),
+               INJECTION_LIMIT, _REFAULT, src.PMEM_BADBLOCKS),
+    *deviation(access.CORRUPT_PFN_LATE_ONLY.name, "nothing unmapped",
+               (Value("B", "mapping", "mapped"), Value("B", "access", "old data"),
+                Value("B", "exit", ALIVE)),
+               KERNEL_DEVIATION, _NO_UNMAP, src.UNMAP_AND_KILL),
 )

@@ -28,20 +28,27 @@ _PLAIN = {
     "thread": ("signal_thread", "no signal"),
     "kill_policy": ("kill_policy", "unknown"),
     "pin": ("pin", "none"),
+    "exit": ("exit", "unknown"),
 }
 
 
 def observed_field(p: ParticipantObs, field: str) -> str:
-    """The observed value of ``field``, in the vocabulary the catalogue uses."""
-    first = p.sigbus[0] if p.sigbus else None
+    """The observed value of ``field``, in the vocabulary the catalogue uses.
+
+    ``signal``, ``si_addr`` and ``si_addr_lsb`` list every SIGBUS the injection
+    brought, in order ("BUS_MCEERR_AO, BUS_MCEERR_AO" for two), so an expectation
+    of one signal fails on a second; ``other_signals`` names every other signal
+    and ``exit`` how the process ended ("alive": it had not ended at the last step).
+    """
     if field == "signal":
-        return first.code if first else "none"
+        return ", ".join(s.code for s in p.sigbus) or "none"
     if field == "si_addr":
-        if first is None:
-            return "no signal"
-        return "own address" if first.addr == p.vaddr else f"{first.addr:#x}"
+        return ", ".join("own address" if s.addr == p.vaddr else f"{s.addr:#x}"
+                         for s in p.sigbus) or "no signal"
     if field == "si_addr_lsb":
-        return str(first.addr_lsb) if first else "no signal"
+        return ", ".join(str(s.addr_lsb) for s in p.sigbus) or "no signal"
+    if field == "other_signals":
+        return ", ".join(p.other_signals) or "none"
     if field == "mapping":
         if p.mapped_after is None:
             return "unknown"
@@ -62,40 +69,48 @@ def observed_field(p: ParticipantObs, field: str) -> str:
     raise KeyError(field)
 
 
+def _health_case(scenario: str, path: str, version: Version, sig: str,
+                 deviations: tuple[KnownDeviation, ...]) -> KnownDeviation | None:
+    """The known deviation whose health signature this is, wherever it was seen."""
+    return next((d for d in deviations
+                 if (d.scenario, d.participant, d.field) == (scenario, "kernel", "health")
+                 and d.matches(sig) and path in d.paths and d.kernels.holds(version)), None)
+
+
 def known_health(scenario: str, path: str, release: str, findings: list[str],
                  deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS
                  ) -> KnownDeviation | None:
-    """The known deviation that covers all of these health findings, if any."""
+    """The known deviation that covers all of these health findings on this kernel, if any."""
     from mfinject.observers.health import signature
 
-    sig = signature(findings)
     version = Version.parse(release)
-    return next((d for d in deviations
-                 if d.covers(scenario, "kernel", "health", sig, path, version)), None)
+    known = _health_case(scenario, path, version, signature(findings), deviations)
+    return known if known is not None and known.seen.confirms(version) else None
 
 
 def with_health(verdict: Verdict, findings: list[str], obs: Observation | None = None,
                 deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:
     """Add the kernel-health check: a splat or new taint fails the scenario,
-    unless a known deviation for this scenario and kernel covers all of it."""
+    unless a known deviation for this scenario, seen on this kernel, covers all of it."""
     from mfinject.expectations.sources import CODING_STYLE_WARN
+    from mfinject.observers.health import signature
 
+    cite = CODING_STYLE_WARN.cite()
     if not findings:
-        check = Check("kernel", "health", "no splat", "no splat", PASS, CODING_STYLE_WARN.cite())
+        check = Check("kernel", "health", "no splat", "no splat", PASS, cite)
         return Verdict(verdict.verdict, (*verdict.checks, check))
     observed = "; ".join(findings)
-    known = None if obs is None else known_health(obs.scenario, obs.path, obs.kernel, findings,
-                                                     deviations)
-    if known is not None:
-        check = Check("kernel", "health", "no splat", observed, KNOWN_DEVIATION,
-                      CODING_STYLE_WARN.cite(),
-                      f"kernel health: {observed}: deviates from {CODING_STYLE_WARN.cite()}. "
-                      f"Known deviation ({known.kind}): {known.explanation} "
-                      f"[{known.source.cite()}]")
-        return Verdict(combine([verdict.verdict, KNOWN_DEVIATION]), (*verdict.checks, check))
-    check = Check("kernel", "health", "no splat", observed, FAIL, CODING_STYLE_WARN.cite(),
-                  f"kernel health: {observed}: deviates from {CODING_STYLE_WARN.cite()}")
-    return Verdict(combine([verdict.verdict, FAIL]), (*verdict.checks, check))
+    msg = f"kernel health: {observed}: deviates from {cite}"
+    case = None if obs is None else _health_case(
+        obs.scenario, obs.path, Version.parse(obs.kernel), signature(findings), deviations)
+    result = FAIL
+    if case is not None:
+        confirmed = case.seen.confirms(Version.parse(obs.kernel))
+        seen = "" if confirmed else " " + case.seen.unconfirmed(obs.kernel)
+        msg += f". Known deviation{seen} ({case.kind}): {case.explanation} [{case.source.cite()}]"
+        result = KNOWN_DEVIATION if confirmed else FAIL
+    check = Check("kernel", "health", "no splat", observed, result, cite, msg)
+    return Verdict(combine([verdict.verdict, result]), (*verdict.checks, check))
 
 
 def observed_value(obs: Observation, participant: str, field: str) -> str:
@@ -122,6 +137,81 @@ def observed_value(obs: Observation, participant: str, field: str) -> str:
     return observed_field(obs.participant(participant), field)
 
 
+def _value_or_none(obs: Observation, participant: str, field: str) -> str | None:
+    try:
+        return observed_value(obs, participant, field)
+    except KeyError:  # a participant or a fact this observation does not have
+        return None
+
+
+def lacking(case: list[KnownDeviation], obs: Observation, version: Version) -> list[str]:
+    """What this observation lacks of a known case: empty when all of it is there.
+
+    Every value of the case that can be observed on this kernel must be, and a
+    fact the case depends on must be known (read) and say what the case needs.
+    """
+    missing = []
+    for d in case:
+        if not d.kernels.holds(version):
+            continue
+        got = _value_or_none(obs, d.participant, d.field)
+        if got is None or not d.matches(got):
+            want = f"matching {d.observed!r}" if d.observed_regex else d.observed
+            missing.append(f"{d.participant}.{d.field} {want} (observed {got or 'nothing'})")
+    if not case[0].holds_for(obs.facts) and case[0].fact_lacks is not None:
+        name, word = case[0].fact_lacks
+        missing.append(f"the {name} fact known and without {word} "
+                       f"(observed {obs.fact(name) or 'nothing'})")
+    return missing
+
+
+def explaining_case(obs: Observation, participant: str, field: str, got: str,
+                    version: Version, deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS
+                    ) -> tuple[KnownDeviation, list[str]] | None:
+    """The known case with this observed value, and what the observation lacks of it.
+
+    A case seen on this kernel and observed whole comes first, then one observed
+    whole but seen elsewhere, then the one this observation lacks least of.
+    """
+    cases: dict[str, list[KnownDeviation]] = {}
+    for d in deviations:
+        if d.scenario == obs.scenario and obs.path in d.paths:
+            cases.setdefault(d.case, []).append(d)
+    found = []
+    for case in cases.values():
+        mine = [d for d in case if (d.participant, d.field) == (participant, field)
+                and d.kernels.holds(version) and d.matches(got)]
+        if mine:
+            missing = lacking(case, obs, version)
+            found.append((len(missing), not mine[0].seen.confirms(version), mine[0], missing))
+    if not found:
+        return None
+    _, _, known, missing = min(found, key=lambda f: (f[0], f[1]))
+    return known, missing
+
+
+def _mismatch(exp: Expect, got: str, obs: Observation, version: Version,
+              deviations: tuple[KnownDeviation, ...]) -> Check:
+    """The check of a value that is not the expected one: a failure, unless a known
+    case explains it, whole, on a kernel it was seen on."""
+    lead = "deviates from" if exp.source.is_doc else "differs from"
+    msg = (f"{exp.participant} {exp.field}: expected {exp.value}, observed {got}: "
+           f"{lead} {exp.source.cite()}")
+    found = explaining_case(obs, exp.participant, exp.field, got, version, deviations)
+    verdict = FAIL
+    if found is not None:
+        known, missing = found
+        why = f"({known.kind}): {known.explanation} [{known.source.cite()}]"
+        if missing:
+            msg += f". Not the known deviation, which needs with it {'; '.join(missing)} {why}"
+        elif not known.seen.confirms(version):
+            msg += f". Known deviation {known.seen.unconfirmed(obs.kernel)} {why}"
+        else:
+            msg += f". Known deviation {why}"
+            verdict = KNOWN_DEVIATION
+    return Check(exp.participant, exp.field, exp.value, got, verdict, exp.source.cite(), msg)
+
+
 def judge(obs: Observation,
           expectations: dict[str, tuple[Expect, ...]] = EXPECTATIONS,
           deviations: tuple[KnownDeviation, ...] = KNOWN_DEVIATIONS) -> Verdict:
@@ -131,24 +221,8 @@ def judge(obs: Observation,
         if not exp.applies(obs.path, version):
             continue
         got = observed_value(obs, exp.participant, exp.field)
-        if got == exp.value:
-            checks.append(Check(exp.participant, exp.field, exp.value, got, PASS, exp.source.cite()))
-            continue
-        known = next((d for d in deviations if d.covers(obs.scenario, exp.participant, exp.field,
-                                                         got, obs.path, version)
-                      and d.holds_for(obs.facts)), None)
-        if known is not None:
-            lead = "deviates from" if exp.source.is_doc else "differs from"
-            msg = (f"{exp.participant} {exp.field}: expected {exp.value}, observed {got}: "
-                   f"{lead} {exp.source.cite()}. Known deviation ({known.kind}): "
-                   f"{known.explanation} [{known.source.cite()}]")
-            checks.append(Check(exp.participant, exp.field, exp.value, got, KNOWN_DEVIATION,
-                                exp.source.cite(), msg))
-            continue
-        lead = "deviates from" if exp.source.is_doc else "differs from"
-        msg = (f"{exp.participant} {exp.field}: expected {exp.value}, observed {got}: "
-               f"{lead} {exp.source.cite()}")
-        checks.append(Check(exp.participant, exp.field, exp.value, got, FAIL, exp.source.cite(), msg))
+        checks.append(Check(exp.participant, exp.field, exp.value, got, PASS, exp.source.cite())
+                      if got == exp.value else _mismatch(exp, got, obs, version, deviations))
     if not checks:
         raise KeyError(f"no expectation covers {obs.scenario} on {obs.path} for {obs.kernel}")
     return Verdict(combine([c.verdict for c in checks]), tuple(checks))

@@ -2,10 +2,13 @@
 
 An :class:`Expect` says what one participant should see for one field, on which
 memory-failure path and which kernels, and names its source: a documentation
-sentence or a kernel commit. A :class:`KnownDeviation` records a documented
-case where the kernel does otherwise, with the explanation. Observed values are
-never folded into the expectation: a mismatch that no known deviation covers
-is a failure, and the message quotes the source it deviates from.
+sentence or a kernel commit. A known deviation (a *case*: the
+:class:`KnownDeviation` entries of a scenario with one ``case`` name) records a
+documented case where the kernel does otherwise, with the explanation and the
+kernels it was seen on (:class:`Seen`). Observed values are never folded into
+the expectation: a mismatch is a failure, and the message quotes the source it
+deviates from, unless a case explains it whole (every value it names observed
+together, the facts it depends on known) on a kernel series it was seen on.
 """
 
 from __future__ import annotations
@@ -81,7 +84,60 @@ INJECTION_LIMIT = "software injection"  # the test method cannot reproduce hardw
 
 
 @dataclass(frozen=True)
+class Seen:
+    """The first and the last kernel a known deviation was seen on (release strings).
+
+    It is confirmed for every kernel series from the first's to the last's, both
+    included (6.1.0-56 and 6.1.0-57 are one series, as are 7.3.4 and 7.3.5);
+    anywhere else it is unconfirmed: nobody has looked, so it explains nothing.
+    """
+
+    first: str
+    last: str
+
+    def _series(self, release: str) -> tuple[int, int]:
+        v = Version.parse(release)
+        return v.major, v.minor
+
+    def confirms(self, v: Version) -> bool:
+        return self._series(self.first) <= (v.major, v.minor) <= self._series(self.last)
+
+    def unconfirmed(self, release: str) -> str:
+        """Why it explains nothing on ``release``, a kernel it does not confirm."""
+        below = self._series(release) < self._series(self.first)
+        seen = f"seen from {self.first}" if below else f"seen up to {self.last}"
+        return f"{seen}, unconfirmed on {release}"
+
+    def __str__(self) -> str:
+        return self.first if self.first == self.last else f"{self.first} to {self.last}"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One observed value a known deviation explains (see ``catalogue.deviation``)."""
+
+    participant: str
+    field: str
+    observed: str
+    regex: bool = False  # ``observed`` is a regular expression the whole value must match
+    kernels: KernelRange = ALL_KERNELS  # where the value can be observed at all
+
+
+# the readings of a fact that say nothing: it was absent, or could not be read
+UNKNOWN_FACTS = frozenset({"", "unknown"})
+
+
+@dataclass(frozen=True)
 class KnownDeviation:
+    """One observed value of a known deviation (a *case*).
+
+    A case is every entry of a scenario with the same ``case`` name; it explains
+    an observation only when all of its values that apply on the kernel are
+    observed together (``evaluate.lacking()`` says what an observation lacks).
+    The entries of a case share kind, explanation, source, seen, paths and
+    fact_lacks: :func:`mfinject.expectations.catalogue.deviation` makes them so.
+    """
+
     scenario: str
     participant: str
     field: str
@@ -89,28 +145,30 @@ class KnownDeviation:
     kind: str  # KERNEL_DEVIATION or INJECTION_LIMIT
     explanation: str
     source: Source
+    seen: Seen  # where the case was seen; elsewhere it is unconfirmed, and a failure
     paths: frozenset[str] = ALL_PATHS
+    # where this value can be observed at all (a counter that exists from v6.4):
+    # elsewhere the case does not ask for it
     kernels: KernelRange = ALL_KERNELS
-    # only where this observed fact does not contain the word: ("nd_bus_commands",
-    # "clear_error") limits a deviation to buses that cannot clear media errors
+    # only where this observed fact is known and does not contain the word:
+    # ("nd_bus_commands", "clear_error") limits a case to buses that cannot clear
+    # media errors; an absent or unreadable fact is unknown, and the case does not hold
     fact_lacks: tuple[str, str] | None = None
+    # ``observed`` is a regular expression the whole observed value must match
+    observed_regex: bool = False
+    case: str = ""  # the name of the case this value belongs to
 
     def holds_for(self, facts: tuple[tuple[str, str], ...]) -> bool:
         if self.fact_lacks is None:
             return True
         name, word = self.fact_lacks
-        return word not in dict(facts).get(name, "").split()
+        fact = dict(facts).get(name, "")
+        return fact not in UNKNOWN_FACTS and word not in fact.split()
 
-    # ``observed`` is a regular expression the whole observed value must match
-    observed_regex: bool = False
-
-    def covers(self, scenario: str, participant: str, fld: str, observed: str,
-               path: str, version: Version) -> bool:
-        if (self.scenario, self.participant, self.field) != (scenario, participant, fld):
-            return False
-        same = (re.fullmatch(self.observed, observed) is not None if self.observed_regex
-                else self.observed == observed)
-        return same and path in self.paths and self.kernels.holds(version)
+    def matches(self, observed: str) -> bool:
+        if self.observed_regex:
+            return re.fullmatch(self.observed, observed) is not None
+        return self.observed == observed
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,23 @@ DAX_ACTION_RESULT = Source(
     "action_result(pfn, MF_MSG_DAX, rc ? MF_FAILED : MF_RECOVERED); (logged as \"recovery "
     "action for dax page: Recovered\" or \"Failed\")",
 )
+# how a participant ends, and which signals it may get at all
+SIGBUS_DEFAULT = Source(
+    "signal(7)",
+    "SIGBUS P2001 Core Bus error (bad memory access) [...] Core Default action is to "
+    "terminate the process and dump core (see core(5)).",
+)
+KILL_PROCS = Source(
+    "mm/memory-failure.c kill_procs()",
+    "if (tk->addr == -EFAULT) { pr_err(\"%#lx: forcibly killing %s:%d because of failure to "
+    "unmap corrupted page\\n\", ...); do_send_sig_info(SIGKILL, ...); } else if "
+    "(kill_proc(tk, pfn, flags) < 0) (a collected process gets one SIGBUS, or SIGKILL where "
+    "its address is unknown; memory-failure sends nothing else, and nothing to a process "
+    "it did not collect)",
+)
+COLLECT_PROCS = Source(
+    "mm/memory-failure.c collect_procs()",
+    "Collect the processes who have the corrupted page mapped to kill. (a process that "
+    "does not map the page when the poison arrives is not signalled; a pmem bad block "
+    "alone does not call memory_failure() at all)",
+)

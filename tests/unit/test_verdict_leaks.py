@@ -1,0 +1,267 @@
+"""Verdict leaks (issue #10): observations the judge once passed although the
+kernel did not do what is expected. Each is reproduced by a hand-built
+observation, and must now get the verdict its row asserts, never a pass.
+
+The table, ``LEAKS``, has one row per leak (or per variant of one):
+
+    Leak(id, what, build, verdict, message="", findings=())
+
+- ``id``: the leak's number in issue #10 and a letter, "4a", "7c", ...
+- ``what``: the defect in the observation, one line.
+- ``build``: a function of no arguments that returns the observation with the
+  defect. The builders below make the documented observation of a scenario
+  (samples.py values; keyword arguments change one part of it), so a row is
+  usually one builder call with the defect as its arguments.
+- ``verdict``: what ``judge()`` must give it (FAIL for all so far; not PASS).
+- ``message``: a fragment one of the verdict's messages must contain: the reason.
+- ``findings``: kernel-health findings, for leaks in the health check; when
+  given, the verdict is ``with_health(judge(obs), findings, obs)``.
+
+A new leak is one more row. ``test_builders_give_the_documented_verdict``
+checks that every builder, without a defect, gives the verdict of the
+documented outcome (pass, or the known deviation), so that each row fails
+for its defect and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pytest
+
+from mfinject.expectations.evaluate import judge, with_health
+from mfinject.expectations.model import FAIL, KNOWN_DEVIATION, PASS
+from mfinject.scenarios.runner import Observation, ParticipantObs
+
+from .samples import VA_A, VA_C, ao, ar, observation, participant
+
+
+class Leak(NamedTuple):
+    id: str
+    what: str
+    build: Callable[[], Observation]
+    verdict: str
+    message: str = ""
+    findings: tuple[str, ...] = ()
+
+
+K6_1, K6_12, K7_3 = "6.1.0-56-amd64", "6.12.118+deb13-amd64", "7.3.4+deb13-amd64"
+KILLED = "killed by SIGBUS"
+
+
+def _obs(scenario: str, people: list[ParticipantObs], kernel: str = K6_1,
+         path: str = "generic", **changes: object) -> Observation:
+    """``observation()`` with the facts every run records (counters per kernel)."""
+    stats = "absent" if kernel.startswith("6.1.") else "total +1, recovered +1"
+    obs = observation(scenario, people, kernel=kernel, path=path)
+    obs = dataclasses.replace(obs, facts=(("memory_failure_stats", stats),
+                                          ("nd_bus_commands", "cmd_call")))
+    return dataclasses.replace(obs, **changes)
+
+
+def _p(name: str, **changes: object) -> ParticipantObs:
+    base = {k: changes.pop(k) for k in ("sigbus", "mapped_after", "vaddr", "injection", "maps")
+            if k in changes}
+    return dataclasses.replace(participant(name, **base), **changes)
+
+
+def _injector(**changes: object) -> ParticipantObs:
+    return _p("I", **{"maps": False, "injection": "ok", **changes})
+
+
+# --- the documented observation of each scenario a row starts from -----------
+
+def madvise_self(**a: object) -> Observation:
+    return _obs("madvise-self", [_p("A", **{"sigbus": [ar()], "injection": "caller killed", **a})])
+
+
+def madvise_early(**c: object) -> Observation:
+    return _obs("madvise-early", [_p("A", sigbus=[ar()], injection="caller killed"),
+                                  _p("C", **{"sigbus": [ao()], "vaddr": VA_C, **c})])
+
+
+def corrupt_pfn(**c: object) -> Observation:
+    return _obs("corrupt-pfn", [_injector(), _p("B"),
+                                _p("C", **{"sigbus": [ao()], "vaddr": VA_C, **c})])
+
+
+def sysctl_early(**b: object) -> Observation:
+    return _obs("sysctl-early", [_injector(), _p("B", **{"sigbus": [ao(addr=VA_A)], **b})])
+
+
+def unmapped(dmesg: str = "recovery action for dax page: Recovered", **m: object) -> Observation:
+    return _obs("corrupt-pfn-unmapped", [_injector(), _p("M", **{"mapped_after": None, **m})],
+                dmesg=(f"Memory failure: 0x101218: {dmesg}",) if dmesg else ())
+
+
+def unpoison(dmesg: str = "recovery action for dax page: Recovered") -> Observation:
+    return dataclasses.replace(
+        _obs("corrupt-pfn-unpoison", [_injector(unpoison="Input/output error"),
+                                      _p("M", mapped_after=None)]),
+        dmesg=(f"Memory failure: 0x101218: {dmesg}",) if dmesg else ())
+
+
+def late_only(kernel: str = K6_1, **b: object) -> Observation:
+    """B keeps its mapping and reads the old data: the "nothing unmapped" deviation."""
+    b = {"mapped_after": True, "access": "old data", **b}
+    return _obs("corrupt-pfn-late-only", [_injector(), _p("B", **b)], kernel=kernel)
+
+
+def late_access(badblocks: tuple[str, ...] = (), **b: object) -> Observation:
+    """B is unmapped and its load refaults the old data: the software-injection deviation."""
+    b = {"access": "old data", **b}
+    return _obs("madvise-late-access", [_p("A", sigbus=[ar()], injection="caller killed"),
+                                        _p("B", **b)], badblocks=badblocks)
+
+
+def file_io(**reads: str) -> Observation:
+    """R's reads return the old data (software injection), the write clears nothing."""
+    io = {"read": "old data", "pread": "old data", "odirect_read": "old data",
+          "write_page": "wrote 4096", "pread_after_write": "data [51]", **reads}
+    return _obs("corrupt-pfn-file-io", [_injector(), _p("M", mapped_after=None),
+                                        _p("R", maps=False, io=tuple(io.items()))])
+
+
+_NO_CLEAR_IO = (("read", "Input/output error"), ("pread", "Input/output error"),
+                ("odirect_read", "Input/output error"), ("write_partial", "Bad address"),
+                ("write_page", "Bad address"), ("pread_after_write", "Input/output error"))
+
+
+def badblocks_file_io(facts: tuple[tuple[str, str], ...] = (("nd_bus_commands", "cmd_call"),)
+                      ) -> Observation:
+    """On a bus without clear_error, the whole-page write cannot clear the bad block."""
+    return _obs("badblocks-file-io", [_injector(), _p("M", mapped_after=None),
+                                      _p("R", maps=False, io=_NO_CLEAR_IO)],
+                badblocks=("4168 8",), facts=facts)
+
+
+def twice(kernel: str = K6_12, hw_kb: int = 8,
+          stats: str = "total +2, recovered +2") -> Observation:
+    """The poisoned page is handled, and counted, a second time."""
+    return _obs("corrupt-pfn-twice", [_injector(injection2="ok"),
+                                      _p("C", sigbus=[ao()], vaddr=VA_C)], kernel=kernel,
+                hardware_corrupted_delta_kb=hw_kb,
+                facts=(("memory_failure_stats", stats),))
+
+
+_UNBIND_STACK = ("no return within 30 s: xas_load <- dax_lock_mapping_entry <- mf_dax_kill_procs"
+                 " <- xfs_dax_failure_fn <- xfs_rmap_query_range_helper <- "
+                 "xfs_btree_simple_query_range <- xfs_rmap_query_range <- "
+                 "xfs_dax_notify_dev_failure <- xfs_dax_notify_failure")
+
+
+def unbind_hung(kernel: str = K7_3, hung: str = _UNBIND_STACK) -> Observation:
+    """The unbind spins in dax_lock_mapping_entry() after signalling M."""
+    return _obs("unbind-mounted", [_injector(injection="hung"), _p("M", sigbus=[ao(addr=VA_A)])],
+                kernel=kernel, path="notify_failure", facts=(("kernel_hung", hung),))
+
+
+def reflink(kernel: str = K6_1) -> Observation:
+    return _obs("corrupt-pfn-reflink", [_injector(), _p("X", sigbus=[ao(addr=VA_A)]),
+                                        _p("Y", sigbus=[ao()], vaddr=VA_C)],
+                kernel=kernel, path="notify_failure", fs="xfs-rmapbt")
+
+
+_REFLINK_WARN = ("WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
+                 "dax_insert_entry+0x227/0x320",
+                 "new taint: taint flags W (0x200) appeared during the test")
+
+
+LEAKS = (
+    # 4: participants were checked by their first signal only
+    Leak("4a", "corrupt-pfn: C gets a second SIGBUS, lsb 0", lambda: corrupt_pfn(
+        sigbus=[ao(), ao(lsb=0)]), FAIL,
+        "C signal: expected BUS_MCEERR_AO, observed BUS_MCEERR_AO, BUS_MCEERR_AO"),
+    Leak("4b", "corrupt-pfn-unmapped: M, sent nothing, ends killed by SIGKILL",
+         lambda: unmapped(exit="killed by SIGKILL"), FAIL,
+         "M exit: expected alive, observed killed by SIGKILL"),
+    Leak("4c", "madvise-early: C gets a SIGSEGV besides its BUS_MCEERR_AO",
+         lambda: madvise_early(other_signals=("SIGSEGV",)), FAIL,
+         "C other_signals: expected none, observed SIGSEGV"),
+    Leak("4d", "sysctl-early: B gets its BUS_MCEERR_AO and lives on",
+         lambda: sysctl_early(exit="alive"), FAIL, "B exit: expected killed by SIGBUS"),
+    Leak("4e", "madvise-self: A gets its BUS_MCEERR_AR but ends killed by SIGKILL",
+         lambda: madvise_self(exit="killed by SIGKILL"), FAIL,
+         "A exit: expected killed by SIGBUS, observed killed by SIGKILL"),
+    # 6: no recovery-action check where the page still belongs to its file
+    Leak("6a", "corrupt-pfn-unmapped: the write is ok but memory-failure logs Failed",
+         lambda: unmapped(dmesg="recovery action for dax page: Failed"), FAIL,
+         "recovery_action: expected Recovered, observed Failed"),
+    Leak("6b", "corrupt-pfn-unpoison: no recovery action logged at all",
+         lambda: unpoison(dmesg=""), FAIL, "recovery_action: expected Recovered, observed none"),
+    # 7: known deviations matched one field at a time, on any later kernel, any hang
+    Leak("7a", "corrupt-pfn-late-only: B unmapped, yet its load reads the old data",
+         lambda: late_only(mapped_after=False), FAIL,
+         "Not the known deviation, which needs with it B.mapping mapped (observed unmapped)"),
+    Leak("7b", "corrupt-pfn-late-only: B still mapped, yet its load gets SIGBUS",
+         lambda: late_only(access="SIGBUS BUS_MCEERR_AR", exit=KILLED), FAIL,
+         "B.access old data (observed SIGBUS BUS_MCEERR_AR)"),
+    Leak("7c", "madvise-late-access: B reads the old data although a bad block is recorded",
+         lambda: late_access(badblocks=("4168 8",)), FAIL,
+         "kernel.badblocks none (observed 1 bad range)"),
+    Leak("7d", "corrupt-pfn-file-io: read() returns the old data, pread() and O_DIRECT EIO",
+         lambda: file_io(pread="Input/output error", odirect_read="Input/output error"), FAIL,
+         "R.io:pread old data (observed Input/output error)"),
+    Leak("7e", "unbind-mounted hangs on 6.14, a kernel between the passing 6.12 and 7.2",
+         lambda: unbind_hung(kernel="6.14.3-amd64"), FAIL,
+         "Known deviation seen from 7.2.13, unconfirmed on 6.14.3-amd64"),
+    Leak("7f", "unbind-mounted hangs on 7.4, after the last kernel it was seen on",
+         lambda: unbind_hung(kernel="7.4.1-amd64"), FAIL,
+         "Known deviation seen up to 7.3.4, unconfirmed on 7.4.1-amd64"),
+    Leak("7g", "unbind-mounted hangs with another stack (waiting on a folio, not spinning)",
+         lambda: unbind_hung(hung="no return within 30 s: folio_wait_bit_common <- "
+                             "truncate_inode_pages_range <- pmem_release_disk"), FAIL,
+         "kernel.kernel_hung matching"),
+    Leak("7h", "unbind-mounted 'hung' from a participant error, no stuck stack",
+         lambda: unbind_hung(hung=""), FAIL, "kernel.kernel_hung matching"),
+    Leak("7i", "badblocks-file-io: the bus commands could not be read",
+         lambda: badblocks_file_io(facts=(("nd_bus_commands", "unknown"),)), FAIL,
+         "the nd_bus_commands fact known and without clear_error (observed unknown)"),
+    Leak("7j", "badblocks-file-io: no bus commands recorded at all",
+         lambda: badblocks_file_io(facts=()), FAIL,
+         "the nd_bus_commands fact known and without clear_error (observed nothing)"),
+    Leak("7k", "corrupt-pfn-twice on 7.4, after the last kernel it was seen on",
+         lambda: twice(kernel="7.4.1-amd64"), FAIL, "seen up to 7.3.4, unconfirmed on 7.4.1"),
+    Leak("7l", "corrupt-pfn-twice: the second write is ok, yet nothing is counted twice",
+         lambda: twice(hw_kb=4, stats="total +1, recovered +1"), FAIL,
+         "kernel.hardware_corrupted_kb +8 (observed +4)"),
+    Leak("7m", "corrupt-pfn-reflink WARN on 6.0, before the only kernel it was seen on",
+         lambda: reflink(kernel="6.0.12-amd64"), FAIL,
+         "Known deviation seen from 6.1.0-56, unconfirmed on 6.0.12-amd64", _REFLINK_WARN),
+)
+
+
+def _verdict(leak: Leak) -> tuple[str, list[str]]:
+    obs = leak.build()
+    v = judge(obs)
+    if leak.findings:
+        v = with_health(v, list(leak.findings), obs)
+    return v.verdict, v.messages
+
+
+@pytest.mark.parametrize("leak", LEAKS, ids=lambda leak: f"{leak.id}-{leak.what}")
+def test_leak_is_not_a_pass(leak: Leak) -> None:
+    assert leak.verdict != PASS
+    verdict, messages = _verdict(leak)
+    assert verdict == leak.verdict, messages
+    assert any(leak.message in m for m in messages), messages
+
+
+BASELINES = (
+    (madvise_self, PASS), (madvise_early, PASS), (corrupt_pfn, PASS), (sysctl_early, PASS),
+    (unmapped, PASS), (unpoison, KNOWN_DEVIATION), (late_only, KNOWN_DEVIATION),
+    (late_access, KNOWN_DEVIATION), (file_io, KNOWN_DEVIATION),
+    (badblocks_file_io, KNOWN_DEVIATION), (twice, KNOWN_DEVIATION),
+    (unbind_hung, KNOWN_DEVIATION), (reflink, PASS),
+)
+
+
+@pytest.mark.parametrize(("build", "verdict"), BASELINES, ids=lambda x: getattr(x, "__name__", x))
+def test_builders_give_the_documented_verdict(build: Callable[[], Observation],
+                                              verdict: str) -> None:
+    v = judge(build())
+    assert v.verdict == verdict, v.messages
+    if build is reflink:  # and the 6.1 WARN is the known one
+        assert with_health(v, list(_REFLINK_WARN), build()).verdict == KNOWN_DEVIATION
