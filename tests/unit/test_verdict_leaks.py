@@ -26,13 +26,14 @@ for its defect and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import NamedTuple
 
 import pytest
 
 from mfinject.expectations.evaluate import judge, with_health
-from mfinject.expectations.model import FAIL, KNOWN_DEVIATION, PASS
+from mfinject.expectations.model import ERROR, FAIL, FLAKY, KNOWN_DEVIATION, PASS
 from mfinject.scenarios.runner import Observation, ParticipantObs
 
 from .samples import VA_A, VA_C, ao, ar, observation, participant
@@ -265,3 +266,94 @@ def test_builders_give_the_documented_verdict(build: Callable[[], Observation],
     assert v.verdict == verdict, v.messages
     if build is reflink:  # and the 6.1 WARN is the known one
         assert with_health(v, list(_REFLINK_WARN), build()).verdict == KNOWN_DEVIATION
+
+
+# --- leaks outside the judge: crashes, lost rows, races -------------------------
+#
+# RunLeak(id, what, verdict_of, verdict): ``verdict_of`` runs the code that
+# decides the row (the host's crash folding, the session checks, the race
+# rules) on a hand-made case with the defect and returns the verdict it gave;
+# it must be ``verdict``, never a pass.
+
+class RunLeak(NamedTuple):
+    id: str
+    what: str
+    verdict_of: Callable[[], str]
+    verdict: str
+
+
+def _crash_then(verdict: str, first: str = "Kernel panic - not syncing: sysrq triggered crash"
+                ) -> str:
+    from mfinject import cli
+    from mfinject.results import ScenarioResult
+    from mfinject.vm import outcomes
+    node = "tests/kernel/test_races.py::test_race[xfs-race-truncate]"
+    crash = outcomes.CrashAttempt(node, "race-truncate", "xfs", 0, "console.log", first, "crash")
+    [row] = outcomes.fold([ScenarioResult("race-truncate", "xfs", K6_1, verdict, nodeid=node)],
+                          [crash], K6_1)
+    return row.verdict if cli._is_failure(row) else PASS
+
+
+def _session(exit_code: int, final: bool = True, collected: tuple[str, ...] = ()) -> str:
+    import tempfile
+    from pathlib import Path
+
+    from mfinject import cli
+    from mfinject.results import ScenarioResult, append_jsonl
+    from mfinject.vm import runner
+    from mfinject.vm.kernels import Kernel
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        append_jsonl(d / "results.jsonl", ScenarioResult("madvise-self", "xfs", K6_1, PASS,
+                                                         nodeid="t::test_scenario[xfs-madvise-self]",
+                                                         final=final))
+        if collected:
+            (d / "collected-0.json").write_text(json.dumps(list(collected)))
+        run = runner.GuestRun(Kernel("debian:6.1", K6_1, d / "vmlinuz", d), "tcg", "", d,
+                              exit_code, False, 1.0)
+        rows = cli._collect(run)
+    return ERROR if any(r.verdict == ERROR for r in rows) else PASS
+
+
+def _race(**kw: object) -> str:
+    from mfinject.scenarios.race_runner import Iteration, raced, violations
+    from mfinject.scenarios.races import RACES
+    base = dict(index=0, page=1, inject_delay_us=0, race_delay_us=0, injection="ok", racer="ok",
+                mapper_signals=(), path="generic", overlap_us=5.0)
+    done = [Iteration(**{**base, "index": i, **kw}) for i in range(32)]
+    if raced(done):
+        return ERROR
+    return FAIL if any(violations(RACES[0], it, "generic") for it in done) else PASS
+
+
+RUN_LEAKS = (
+    RunLeak("1a", "the guest crashed during the test, the retry in a fresh VM passed",
+            lambda: _crash_then(PASS), FLAKY),
+    RunLeak("1b", "crashed, then a known deviation in the retry",
+            lambda: _crash_then(KNOWN_DEVIATION), FLAKY),
+    RunLeak("1c", "an int3 crash on 6.1: outside the catalogued crash's kernel range",
+            lambda: _crash_then(PASS, "Oops: int3 0000 [#1] PREEMPT SMP"), FLAKY),
+    RunLeak("2a", "pytest said '1 passed, 1 error', every row passed", lambda: _session(1),
+            ERROR),
+    RunLeak("2b", "an INTERNALERROR ended the session", lambda: _session(3), ERROR),
+    RunLeak("2c", "a collected test has no row",
+            lambda: _session(0, collected=("t::test_scenario[xfs-madvise-self]",
+                                           "t::test_scenario[ext4-madvise-self]")), ERROR),
+    RunLeak("2d", "the teardown never finished (the last row streamed is not final)",
+            lambda: _session(0, final=False), ERROR),
+    RunLeak("5a", "no iteration's injection and racing call overlapped",
+            lambda: _race(overlap_us=-250.0), ERROR),
+    RunLeak("5b", "EBUSY on every iteration", lambda: _race(injection="Device or resource busy"),
+            ERROR),
+    RunLeak("5c", "the injection took neither memory-failure path", lambda: _race(path="none"),
+            FAIL),
+    RunLeak("5d", "the racer of race-truncate read old data instead of truncating",
+            lambda: _race(racer="old data"), FAIL),
+)
+
+
+@pytest.mark.parametrize("leak", RUN_LEAKS, ids=lambda leak: f"{leak.id}-{leak.what}")
+def test_run_leak_is_not_a_pass(leak: RunLeak) -> None:
+    got = leak.verdict_of()
+    assert got != PASS
+    assert got == leak.verdict
