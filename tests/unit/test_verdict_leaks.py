@@ -192,6 +192,12 @@ LEAKS = (
          "recovery_action: expected Recovered, observed Failed"),
     Leak("6b", "corrupt-pfn-unpoison: no recovery action logged at all",
          lambda: unpoison(dmesg=""), FAIL, "recovery_action: expected Recovered, observed none"),
+    Leak("6c", "corrupt-pfn-unmapped: the write is ok, yet no page is counted as corrupted",
+         lambda: dataclasses.replace(unmapped(), hardware_corrupted_delta_kb=0), FAIL,
+         "hardware_corrupted_kb"),
+    Leak("6d", "corrupt-pfn-unpoison: no page counted as corrupted",
+         lambda: dataclasses.replace(unpoison(), hardware_corrupted_delta_kb=0), FAIL,
+         "hardware_corrupted_kb"),
     # 7: known deviations matched one field at a time, on any later kernel, any hang
     Leak("7a", "corrupt-pfn-late-only: B unmapped, yet its load reads the old data",
          lambda: late_only(mapped_after=False), FAIL,
