@@ -121,10 +121,11 @@ def _after_crashes(row: ScenarioResult, crashed: list[CrashAttempt],
         return replace(row, message=f"{row.message}\nthe guest also crashed during this test "
                        f"in another boot: {_crash_text(crashed)}".strip(),
                        crash_consoles=tuple(a.console for a in crashed))
+    retry = crashed[-1].boot + 1  # the boot after the last crash ran it to the end
     return _crashed_row(replace(row, verdict=FLAKY, message=(
         f"flaky: the guest crashed during this test ({_crash_text(crashed)}), and in a fresh "
-        f"VM it came out {row.verdict}" + (f"\n{row.message}" if row.message else ""))),
-        crashed, release)
+        f"VM (boot {retry + 1}, console console-{retry}.log) it came out {row.verdict}"
+        + (f"\n{row.message}" if row.message else ""))), crashed, release)
 
 
 def _crashed_row(row: ScenarioResult, crashed: list[CrashAttempt],
