@@ -140,6 +140,27 @@ def _exit_text(status: int | None) -> str:
     return f"exited {status}"
 
 
+def _confirm_extent_pfn(tracer: Tracer, namespace: pmem.Namespace, path: str) -> None:
+    """The extent map's PFN is the page's own: checked on the file's page 1.
+
+    FIEMAP gives where a block lies in the filesystem; the namespace's data
+    start turns that into a PFN. A wrong sum would poison another page, and
+    on the generic path could still pass (EBUSY either way). Page 0, the one
+    poisoned, must stay never mapped, so a fresh process maps and faults page
+    1 instead and pagemap must give the PFN the same sum gives for it.
+    """
+    want = (pmem.data_start(namespace) + fs.physical_offset(path, PAGE_SIZE)) // PAGE_SIZE
+    with cast(tracer) as people:
+        x = people["X"] = Participant("X", tracer)
+        addr = x.call("mmap", path=path, offset=PAGE_SIZE, length=PAGE_SIZE)
+        x.call("touch", addr=addr)
+        got = pagemap.read_entry(x.pid, addr).pfn
+    if got != want:
+        raise ScenarioError(f"{path}: the extent map gives pfn {want:#x} for page 1, but the "
+                            f"page mapped there is pfn {got if got is None else hex(got)}: the "
+                            "extent-map pfn of page 0 cannot be trusted either")
+
+
 def _pin_outcome(p: Participant, injection: Timed) -> str:
     """The pinning O_DIRECT read's outcome, once it is shown to have spanned the injection.
 
@@ -316,6 +337,7 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
             if not namespace.contains_pfn(pfns["(extent map)"]):
                 raise ScenarioError(f"{path}: its first block maps to pfn "
                                     f"{pfns['(extent map)']:#x}, outside {namespace.name}")
+            _confirm_extent_pfn(tracer, namespace, path)
         if len(set(pfns.values())) != 1:
             raise ScenarioError(f"mappers see different pfns: {pfns}")
         (pfn,) = set(pfns.values())
