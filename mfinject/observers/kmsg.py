@@ -1,4 +1,13 @@
-"""Kernel log capture through /dev/kmsg (Documentation/ABI/testing/dev-kmsg)."""
+"""Kernel log capture through /dev/kmsg (Documentation/ABI/testing/dev-kmsg).
+
+Records carry sequence numbers, so a capture knows which ones it never saw:
+commit e11fea92e13f ("kmsg: export printk records to the /dev/kmsg
+interface", v3.5): "In case records get overwritten while /dev/kmsg is held
+open, or records get faster overwritten than they are read, the next read()
+will return -EPIPE and the current reading position gets updated to the next
+available record. The passed sequence numbers allow the log consumer to
+calculate the amount of lost messages."
+"""
 
 from __future__ import annotations
 
@@ -20,6 +29,22 @@ class KmsgRecord:
         return f"[{self.usec / 1e6:12.6f}] {self.text}"
 
 
+@dataclass(frozen=True)
+class Lost:
+    """Records a capture never read: ``count`` from sequence number ``first``
+    (``count`` None: an unknown number before ``first``)."""
+
+    first: int
+    count: int | None
+
+    def describe(self) -> str:
+        if self.count is None:
+            return f"kernel log records lost before seq {self.first}"
+        last = self.first + self.count - 1
+        where = f"seq {self.first}" if self.count == 1 else f"seq {self.first}-{last}"
+        return f"{self.count} kernel log record{'s' if self.count > 1 else ''} lost ({where})"
+
+
 def parse_record(line: str) -> KmsgRecord | None:
     """Parse one /dev/kmsg record: ``prefix,seq,usec,flags[,...];text``."""
     header, sep, text = line.partition(";")
@@ -36,30 +61,73 @@ def parse_record(line: str) -> KmsgRecord | None:
     return KmsgRecord(level=prefix & 7, seq=seq, usec=usec, text=text.split("\n", 1)[0])
 
 
+class Cursor:
+    """Which records were missed, from the sequence numbers of those read.
+
+    A record that could not be parsed counts as missed too: nothing was read
+    of it.
+    """
+
+    def __init__(self, next_seq: int | None = None) -> None:
+        self.next_seq = next_seq  # the sequence number the next record should have
+        self.lost: list[Lost] = []
+        self._overrun = False
+
+    def overrun(self) -> None:
+        """read() returned EPIPE: records were overwritten before they were read."""
+        self._overrun = True
+
+    def saw(self, rec: KmsgRecord) -> None:
+        if self.next_seq is not None and rec.seq > self.next_seq:
+            self.lost.append(Lost(self.next_seq, rec.seq - self.next_seq))
+        elif self.next_seq is None and self._overrun:
+            self.lost.append(Lost(rec.seq, None))
+        self._overrun = False
+        self.next_seq = rec.seq + 1
+
+
 class KmsgCapture:
-    """Records what the kernel logs between construction and :meth:`read`."""
+    """Records what the kernel logs between construction and :meth:`read`.
+
+    ``lost`` lists the records logged since then that it could not read.
+    """
 
     def __init__(self) -> None:
         self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self._fd, 0, os.SEEK_END)
+        # read to the end rather than seek there (SEEK_END): the last record
+        # read gives the sequence number the capture starts from
+        start = Cursor()
+        for rec in self._records(start):
+            start.saw(rec)
+        self._seq = Cursor(start.next_seq)
+
+    @property
+    def lost(self) -> list[Lost]:
+        return self._seq.lost
 
     def read(self) -> list[KmsgRecord]:
         records = []
+        for rec in self._records(self._seq):
+            self._seq.saw(rec)
+            records.append(rec)
+        return records
+
+    def _records(self, seq: Cursor) -> Iterator[KmsgRecord]:
         while True:
             try:
                 chunk = os.read(self._fd, 8192)
             except OSError as e:
                 if e.errno == errno.EAGAIN:
-                    break
-                if e.errno == errno.EPIPE:  # overwritten while we read: go on
+                    return
+                if e.errno == errno.EPIPE:  # overwritten: the reader moved on to the oldest
+                    seq.overrun()
                     continue
                 raise
             if not chunk:
-                break
+                return
             rec = parse_record(chunk.decode("utf-8", "replace"))
             if rec is not None:
-                records.append(rec)
-        return records
+                yield rec
 
     def close(self) -> None:
         os.close(self._fd)

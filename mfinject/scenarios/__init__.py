@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mfinject.observers.mflog import POISONING, KernelMessage
+
 PMD_SIZE = 2 << 20
 DEFAULT = "default"  # follows vm.memory_failure_early_kill, which the suite sets to 0
 EARLY = "early"      # prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY)
@@ -86,6 +88,9 @@ class Scenario:
     only_path: str | None = None
     since: tuple[int, int] | None = None
     why_limited: str = ""
+    # what it may make mm/memory-failure.c log (mfinject.observers.mflog): any
+    # other memory-failure line is a kernel-health finding
+    kernel_messages: tuple[KernelMessage, ...] = POISONING
 
     @property
     def injecting_role(self) -> Role:

@@ -1,5 +1,6 @@
 """Every scenario the suite runs, in report order."""
 
+from mfinject.observers.mflog import KernelMessage
 from mfinject.scenarios import (
     access,
     badblocks,
@@ -9,6 +10,7 @@ from mfinject.scenarios import (
     pinned,
     pmd,
     policy,
+    races,
     shared,
     threads,
     unbind,
@@ -21,3 +23,16 @@ SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCE
 # played by their own tests (they provoke filesystem shutdown messages on purpose)
 SEPARATE = unbind.SCENARIOS
 ALL = SCENARIOS + SEPARATE
+
+
+def kernel_messages(subject: str) -> tuple[KernelMessage, ...]:
+    """What the test playing ``subject`` may make mm/memory-failure.c log.
+
+    ``subject`` is a scenario's or race's name, or the name of a test: each of
+    SEPARATE is played by test_<name> (mfinject.listing). A test that plays
+    none of them poisons nothing, and may log nothing of memory-failure.
+    """
+    for played in (*ALL, *races.RACES):
+        if subject in (played.name, "test_" + played.name.replace("-", "_")):
+            return played.kernel_messages
+    return ()

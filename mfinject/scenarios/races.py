@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mfinject.observers.mflog import DAX_RECOVERY, KernelMessage
+
 TRUNCATE = "truncate"      # R truncates the file to 0
 PUNCH_HOLE = "punch-hole"  # R punches the page out of the file
 MUNMAP = "munmap"          # M's own thread 1 unmaps the page
@@ -26,6 +28,10 @@ class Race:
     title: str
     racer: str
     needs_reflink: bool = False
+    # what it may make mm/memory-failure.c log: the recovery action of each
+    # injection (Failed where dax_lock_page() refused); nobody is signalled,
+    # as the mapper is late kill and I maps nothing
+    kernel_messages: tuple[KernelMessage, ...] = (DAX_RECOVERY,)
 
 
 RACES = (

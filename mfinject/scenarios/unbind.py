@@ -5,10 +5,13 @@
   From v6.8 the pmem driver first sends MF_MEM_PRE_REMOVE to the holder,
   and XFS with rmapbt revokes every DAX mapping, signalling every mapper
   whatever its kill policy. Elsewhere nothing tells the filesystem or the
-  mappers, so the scenario is not run there.
+  mappers, so the scenario is not run there. The unbind does not go through
+  memory_failure(): mf_dax_kill_procs() logs only the SIGBUS it sends, no
+  recovery action.
 """
 
 from mfinject.fs import NOTIFY_FAILURE
+from mfinject.observers.mflog import SIGBUS_SENT
 from mfinject.scenarios import Role, Scenario
 
 UNBIND_MOUNTED = Scenario(
@@ -19,6 +22,7 @@ UNBIND_MOUNTED = Scenario(
     why_limited=("unbinding a mounted fsdax namespace is handled from v6.8 (commit "
                  "fa422b353d21, MF_MEM_PRE_REMOVE) and only for a holder that implements "
                  "->notify_failure (XFS with rmapbt); not run here"),
+    kernel_messages=(SIGBUS_SENT,),
 )
 
 SCENARIOS = (UNBIND_MOUNTED,)

@@ -332,7 +332,102 @@ def _race(**kw: object) -> str:
     return FAIL if any(violations(RACES[0], it, "generic") for it in done) else PASS
 
 
+# kernel health (item 3): what mf_kernel_health and mf_record make of the log
+_CUT = "------------[ cut here ]------------"
+_WARN_INSERT = "WARNING: CPU: 0 PID: 923 at fs/dax.c:380 dax_insert_entry+0x227/0x320"
+_SIGBUS = ("Memory failure: 0x101218: Sending SIGBUS to python3:282 due to hardware memory "
+           "corruption")
+_RECOVERED = "Memory failure: 0x101218: recovery action for dax page: Recovered"
+_FORCIBLY = ("Memory failure: 0x101218: forcibly killing python3:281 because of failure to unmap "
+             "corrupted page")
+_XFS_SHUTDOWN = ("XFS (pmem0): Corruption of in-memory data (0x8) detected at xfs_trans_cancel"
+                 "+0x146/0x150 [xfs] (fs/xfs/xfs_trans.c:1097).  Shutting down filesystem.")
+_TAINT_W = (0, 1 << 9, 1 << 9)  # kernel.taint() when the watch starts, at the record, in teardown
+_EPIPE = "EPIPE"
+
+
+def _health(obs: Observation, during: list[object], after: list[object] | None = None,
+            taint: tuple[int, ...] = (0, 0, 0)) -> str:
+    """The row's verdict once the fixtures that own it ran: mf_kernel_health around a
+    test that records ``obs`` through mf_record, over a /dev/kmsg that hands out
+    ``during`` (read when the row is recorded), then ``after`` (what the unmount
+    logs, read in teardown). A record is (level, seq, text); _EPIPE: the records
+    up to the next one were overwritten before they were read."""
+    import contextlib
+    import errno
+    import os
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from mfinject.fixtures import poison
+    from mfinject.observers import kmsg
+    from mfinject.records import RECORDER_KEY, Recorder
+    from mfinject.scenarios import catalogue
+
+    class DevKmsg:  # the os module as kmsg sees it: each read() to EAGAIN is one phase
+        O_RDONLY, O_NONBLOCK, SEEK_END = os.O_RDONLY, os.O_NONBLOCK, os.SEEK_END
+
+        def __init__(self, *phases: list[object]) -> None:
+            self.phases = [list(p) for p in phases]
+
+        def open(self, path: str, flags: int) -> int:
+            return 3
+
+        def lseek(self, fd: int, pos: int, how: int) -> None:
+            self.phases.pop(0)  # to the end: past what was logged before
+
+        def read(self, fd: int, size: int) -> bytes:
+            if not self.phases or not self.phases[0]:
+                self.phases[:1] = []
+                raise OSError(errno.EAGAIN, "no more records")
+            item = self.phases[0].pop(0)
+            if item == _EPIPE:
+                raise OSError(errno.EPIPE, "overwritten")
+            level, seq, text = item
+            return f"{level},{seq},{seq * 1000},-;{text}\n".encode()
+
+        def close(self, fd: int) -> None:
+            pass
+
+    scenario = next(s for s in catalogue.ALL if s.name == obs.scenario)
+    item = SimpleNamespace(
+        nodeid=f"t::test_scenario[{obs.fs}-{obs.scenario}]", name="test_scenario",
+        originalname="test_scenario", stash=pytest.Stash(),
+        callspec=SimpleNamespace(params={"scenario": scenario, "mf_dax_fs": obs.fs}),
+        get_closest_marker=lambda name: name if name == "pmem" else None,  # marked pmem
+        iter_markers=lambda name=None: iter(()))
+    request = SimpleNamespace(node=item, config=SimpleNamespace(stash=pytest.Stash()))
+    request.config.stash[RECORDER_KEY] = Recorder(None, obs.kernel)
+    taints = iter(taint)
+    with mock.patch.object(kmsg, "os", DevKmsg([(6, 9, "before the test")], during, after or [])), \
+            mock.patch("mfinject.kernel.taint", lambda: next(taints)), \
+            mock.patch.object(poison, "CLEAR_WARN_ONCE", "/nonexistent", create=True):
+        fixture = poison.mf_kernel_health.__wrapped__(request)
+        record = poison.mf_record.__wrapped__(request, next(fixture))
+        record(obs, judge(obs))
+        with contextlib.suppress(StopIteration, pytest.fail.Exception):
+            next(fixture)  # teardown
+    return request.config.stash[RECORDER_KEY].row(item).verdict
+
+
 RUN_LEAKS = (
+    RunLeak("3a", "corrupt-pfn-reflink on 6.1: the unmount logs an XFS shutdown after the "
+            "known WARN and its taint finding",
+            lambda: _health(reflink(), [(4, 10, _CUT), (4, 11, _WARN_INSERT), (3, 12, _SIGBUS),
+                                        (3, 13, _SIGBUS), (3, 14, _RECOVERED)],
+                            [(1, 15, _XFS_SHUTDOWN)], _TAINT_W), FAIL),
+    RunLeak("3b", "corrupt-pfn: memory-failure logs that it forcibly killed a mapper",
+            lambda: _health(corrupt_pfn(), [(3, 10, _SIGBUS), (3, 11, _FORCIBLY),
+                                            (3, 12, _RECOVERED)]), FAIL),
+    RunLeak("3c", "badblocks-file-io: a recovery action logged, though nothing calls "
+            "memory_failure() for a bad block",
+            lambda: _health(badblocks_file_io(), [(3, 10, _RECOVERED)]), FAIL),
+    RunLeak("3d", "corrupt-pfn: kernel log records overwritten before the row was recorded",
+            lambda: _health(corrupt_pfn(), [_EPIPE, (3, 13, _SIGBUS), (3, 14, _RECOVERED)]),
+            ERROR),
+    RunLeak("3e", "corrupt-pfn: kernel log records overwritten during the unmount",
+            lambda: _health(corrupt_pfn(), [(3, 10, _SIGBUS), (3, 11, _RECOVERED)],
+                            [_EPIPE, (6, 15, "XFS (pmem0): Unmounting Filesystem")]), ERROR),
     RunLeak("1a", "the guest crashed during the test, the retry in a fresh VM passed",
             lambda: _crash_then(PASS), FLAKY),
     RunLeak("1b", "crashed, then a known deviation in the retry",
