@@ -42,7 +42,7 @@ def _collect(run: runner.GuestRun) -> list[ScenarioResult]:
     """One row per test over all boots: crashes folded in, lost rows and errors made rows."""
     release = run.kernel.release
     rows = outcomes.fold(load_jsonl(run.results_dir / "results.jsonl"), list(run.attempts),
-                         release)
+                         release) + outcomes.between_tests(list(run.deaths), release)
     if run.interrupted:
         return [*rows, ScenarioResult("(vm)", "-", release, ERROR,
                                       message="interrupted (SIGINT/SIGTERM): the VM was stopped; "

@@ -89,9 +89,9 @@ def finding_of(rec: KmsgRecord, rules: LogRules = LogRules()) -> Finding | None:
             return Finding(name, str(rec), key)  # never allowed
     if any(re.search(rx, rec.text) for rx in rules.allowed):
         return None
+    if any(m.matches(rec.text) for m in rules.memory_failure):
+        return None  # declared by the scenario, whatever its prefix and level
     if is_memory_failure(rec.text):
-        if any(m.matches(rec.text) for m in rules.memory_failure):
-            return None
         return Finding(UNEXPECTED_MF, str(rec), key)
     if rec.level <= 3 and not any(rx.search(rec.text) for rx in EXPECTED_ERRORS):
         return Finding(UNEXPECTED_ERROR, str(rec), key)

@@ -74,6 +74,20 @@ UNPOISON = KernelMessage(
     "-EIO without a message when pfn_to_online_page() is NULL, as for every dax page",
 )
 
+# Not mm/memory-failure.c's, but the same event seen from the fault: a load
+# from a poisoned page that the fault handler refuses (VM_FAULT_HWPOISON)
+# ends in arch/x86/mm/fault.c do_sigbus(), which logs this at KERN_ERR
+# before sending SIGBUS BUS_MCEERR_AR. Seen on 6.12.118 and 7.3.4 in the
+# badblocks scenario, where the dax fault finds a bad block (BUS_MCEERR_AR
+# from v6.5, commit 1ea7ca1b0901); 6.1 sends BUS_ADRERR and logs nothing.
+HWPOISON_FAULT = KernelMessage(
+    "SIGBUS on a poisoned page's fault",
+    r"^MCE: Killing .+:\d+ due to hardware memory corruption fault at [0-9a-f]+$",
+    'arch/x86/mm/fault.c do_sigbus(): pr_err("MCE: Killing %s:%d due to hardware memory '
+    'corruption fault at %lx\\n", current->comm, current->pid, address) under '
+    "if (fault & (VM_FAULT_HWPOISON|VM_FAULT_HWPOISON_LARGE))",
+)
+
 # What a scenario that poisons a mapped fsdax page may log: the SIGBUS to each
 # process memory-failure collects, and the recovery action for the dax page.
 POISONING = (SIGBUS_SENT, DAX_RECOVERY)

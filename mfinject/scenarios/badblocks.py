@@ -5,9 +5,12 @@
   faults it in, R reads it with pread(), and B loads through its old
   mapping. Unlike the software-injected path (memory_failure()), this is
   the record the fsdax fault path consults. A bad block alone does not call
-  memory_failure(), so nothing may be logged by mm/memory-failure.c.
+  memory_failure(), so nothing may be logged by mm/memory-failure.c; from
+  v6.5 the fault that meets the bad block logs the x86 fault handler's
+  "MCE: Killing ..." line as it sends BUS_MCEERR_AR.
 """
 
+from mfinject.observers.mflog import HWPOISON_FAULT
 from mfinject.scenarios import Role, Scenario
 
 BADBLOCKS = Scenario(
@@ -16,7 +19,7 @@ BADBLOCKS = Scenario(
     (Role("I", maps=False, injects=True), Role("B", maps=True),
      Role("N", maps=True, maps_after=True), Role("R", maps=False, reads_after=True)),
     probe_access=True,
-    kernel_messages=(),
+    kernel_messages=(HWPOISON_FAULT,),
 )
 
 SCENARIOS = (BADBLOCKS,)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mfinject.observers.mflog import DAX_RECOVERY, KernelMessage
+from mfinject.observers.mflog import DAX_RECOVERY, HWPOISON_FAULT, KernelMessage
 
 TRUNCATE = "truncate"      # R truncates the file to 0
 PUNCH_HOLE = "punch-hole"  # R punches the page out of the file
@@ -38,6 +38,9 @@ RACES = (
     Race("race-truncate", "corrupt-pfn racing truncate() of the file", TRUNCATE),
     Race("race-punch-hole", "corrupt-pfn racing a hole punched over the page", PUNCH_HOLE),
     Race("race-munmap", "corrupt-pfn racing munmap() by the mapper", MUNMAP),
-    Race("race-fault", "corrupt-pfn racing a fault on the page by another process", FAULT),
+    # the racing fault may meet the poison: SIGBUS BUS_MCEERR_AR, which the x86
+    # fault handler announces
+    Race("race-fault", "corrupt-pfn racing a fault on the page by another process", FAULT,
+         kernel_messages=(DAX_RECOVERY, HWPOISON_FAULT)),
     Race("race-reflink", "corrupt-pfn racing FICLONE of the file", REFLINK, needs_reflink=True),
 )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mfinject.expectations.model import (CRASHED, ERROR, FLAKY, KNOWN_DEVIATION, PASS,
-                                         KernelRange, Source)
+                                         SKIPPED, KernelRange, Source)
 from mfinject.kernel import Version
 from mfinject.results import ScenarioResult
 
@@ -39,6 +39,7 @@ class CrashAttempt:
     console: str
     first_line: str  # the first line of trouble on the console, or ""
     why: str
+    accel: str = "tcg"  # what ran the guest: kvm or tcg
 
     def describe(self) -> str:
         return (f"boot {self.boot + 1}: {self.why} ({self.first_line or 'no panic line'}; "
@@ -53,10 +54,11 @@ class KnownCrash:
     kernels: KernelRange  # both ends: where it was seen
     explanation: str
     source: Source
+    accel: str = "tcg"  # an emulator's crash is no excuse for one under KVM
 
     def matches(self, attempt: CrashAttempt, release: str) -> bool:
         return bool(re.search(self.signature, attempt.first_line)) and \
-            self.kernels.holds(Version.parse(release))
+            self.kernels.holds(Version.parse(release)) and attempt.accel == self.accel
 
 
 KNOWN_CRASHES: tuple[KnownCrash, ...] = (
@@ -105,7 +107,8 @@ def unfinished(row: ScenarioResult) -> ScenarioResult:
     The guest died (or the session ended) during the test's teardown, so
     unmount, namespace reset and the kernel-health check never judged it.
     """
-    return replace(row, verdict=ERROR if row.verdict in (PASS, KNOWN_DEVIATION) else row.verdict,
+    return replace(row, verdict=ERROR if row.verdict in (PASS, KNOWN_DEVIATION, SKIPPED)
+                   else row.verdict,
                    final=True, message=(f"{row.message}\n" if row.message else "")
                    + f"teardown did not finish (the row was {row.verdict} before it): the "
                    "guest died or the session ended during it, unjudged by the health check")
@@ -117,7 +120,7 @@ def _crash_text(attempts: list[CrashAttempt]) -> str:
 
 def _after_crashes(row: ScenarioResult, crashed: list[CrashAttempt],
                    release: str) -> ScenarioResult:
-    if row.verdict not in (PASS, KNOWN_DEVIATION):
+    if row.verdict not in (PASS, KNOWN_DEVIATION, SKIPPED):  # fail, error: they stand
         return replace(row, message=f"{row.message}\nthe guest also crashed during this test "
                        f"in another boot: {_crash_text(crashed)}".strip(),
                        crash_consoles=tuple(a.console for a in crashed))
@@ -136,6 +139,18 @@ def _crashed_row(row: ScenarioResult, crashed: list[CrashAttempt],
         message += f"\nknown crash {known.name}: {known.explanation} ({known.source.cite()})"
     return replace(row, message=message, crash_consoles=tuple(a.console for a in crashed),
                    known_crash=known.name if known else "")
+
+
+def between_tests(deaths: list[CrashAttempt], release: str) -> list[ScenarioResult]:
+    """A row for each guest that died after it came up, while no test was running.
+
+    In the teardown of a skipped test, between two tests or in the session's
+    end, the death is still the kernel's (or the emulator's) doing: flaky,
+    failing the run unless it is a catalogued known crash.
+    """
+    return [_crashed_row(ScenarioResult("(vm)", "-", release, FLAKY, message=(
+        f"the guest died while no test was running ({d.describe()}); the run went on in a "
+        "fresh VM")), [d], release) for d in deaths]
 
 
 def missing_rows(rows: list[ScenarioResult], collected: set[str],

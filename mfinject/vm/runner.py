@@ -90,6 +90,7 @@ class GuestRun:
     elapsed_s: float
     interrupted: bool = False  # SIGINT/SIGTERM stopped it
     attempts: tuple[CrashAttempt, ...] = ()  # the guest died during a test
+    deaths: tuple[CrashAttempt, ...] = ()  # ... after it came up, during no test
 
 
 def vng_path() -> str:
@@ -376,7 +377,8 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
         exit_code = outcome.exit_code
         if exit_code is not None or STOP.is_set():
             break
-        if not _after_crash(outcome, attempt, state, results_dir, opts, progress):
+        if not _after_crash(outcome, attempt, state, results_dir, opts, progress,
+                            choice.accel):
             break
         timed_out = timed_out or outcome.why.startswith("watchdog")
     with contextlib.suppress(FileNotFoundError):
@@ -385,19 +387,21 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
     progress.say(f"done in {elapsed:.0f} s, guest pytest exit {exit_code}"
                  + (" (interrupted)" if STOP.is_set() else ""))
     return GuestRun(kernel, choice.accel, choice.reason, results_dir, exit_code, timed_out,
-                    elapsed, interrupted=STOP.is_set(), attempts=tuple(state.attempts))
+                    elapsed, interrupted=STOP.is_set(), attempts=tuple(state.attempts),
+                    deaths=tuple(state.deaths))
 
 
 @dataclass
 class _Boots:
     """What one kernel's boots have seen so far."""
     attempts: list[CrashAttempt] = field(default_factory=list)
+    deaths: list[CrashAttempt] = field(default_factory=list)
     skip: set[str] = field(default_factory=set)  # done, or crashed for good
     boot_failures: int = 0
 
 
 def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir: Path,
-                 opts: VmOptions, progress: Progress) -> bool:
+                 opts: VmOptions, progress: Progress, accel: str) -> bool:
     """Book the guest's death; whether to boot a fresh VM."""
     log = results_dir / "progress.log"
     done, running = parse_progress(log.read_text() if log.exists() else "")
@@ -410,9 +414,12 @@ def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir:
         state.boot_failures += 1
         progress.say(f"guest ended without reporting ({first or 'no panic line'}); "
                      f"console:\n{tail}")
+        if outcome.guest_up:  # it came up: not a boot failure of the emulator's
+            state.deaths.append(CrashAttempt("", "(vm)", "-", attempt, outcome.console,
+                                             first or "", outcome.why, accel))
         return state.boot_failures <= MAX_BOOT_FAILURES
     state.attempts.append(CrashAttempt(running.nodeid, running.scenario, running.fs, attempt,
-                                       outcome.console, first or "", outcome.why))
+                                       outcome.console, first or "", outcome.why, accel))
     tries = sum(a.nodeid == running.nodeid for a in state.attempts)
     if tries <= CRASH_RETRIES and not opts.crash_test:
         progress.say(f"{outcome.why} during {running.nodeid} ({first or 'no panic line'}; "
@@ -432,6 +439,7 @@ class BootOutcome:
     console: str
     kernel_started: bool = True
     host_failure: str | None = None  # vng could not start the guest: why
+    guest_up: bool = False  # the guest's pytest started in this boot
 
 
 def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
@@ -514,4 +522,5 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     text = (results_dir / console_name).read_bytes().decode("utf-8", "replace")
     stopped = STOP.is_set() or why.startswith("watchdog")  # we killed it: not vng's failure
     failure = None if exit_code is not None or stopped else host_failure(text, proc.returncode)
-    return BootOutcome(exit_code, why, console_name, bool(KERNEL_STARTED.search(text)), failure)
+    return BootOutcome(exit_code, why, console_name, bool(KERNEL_STARTED.search(text)), failure,
+                       guest_up=(results_dir / f"guest{suffix}.log").exists())

@@ -21,7 +21,7 @@ from mfinject.observers.health import (
     unreported,
 )
 from mfinject.observers.kmsg import KmsgCapture, Lost, parse_record
-from mfinject.observers.mflog import ALREADY_POISONED, POISONING, SIGBUS_SENT, UNPOISON
+from mfinject.observers.mflog import HWPOISON_FAULT, ALREADY_POISONED, POISONING, SIGBUS_SENT, UNPOISON
 from mfinject.scenarios import badblocks, catalogue, fileio, locking, races, unbind
 
 from . import samples
@@ -86,7 +86,7 @@ def test_scenarios_declare_what_they_may_log():
     for played in (*catalogue.ALL, *races.RACES):
         assert isinstance(played.kernel_messages, tuple), played.name
     assert catalogue.kernel_messages("madvise-self") == POISONING
-    assert catalogue.kernel_messages(badblocks.BADBLOCKS.name) == ()
+    assert catalogue.kernel_messages(badblocks.BADBLOCKS.name) == (HWPOISON_FAULT,)
     assert catalogue.kernel_messages(fileio.BADBLOCKS_FILE_IO.name) == ()
     assert UNPOISON in catalogue.kernel_messages(locking.CORRUPT_PFN_UNPOISON.name)
     assert ALREADY_POISONED in catalogue.kernel_messages(locking.CORRUPT_PFN_TWICE.name)
@@ -335,3 +335,15 @@ def test_the_leak_rows_fail_for_their_defect_alone():
     # a record missing from the sequence is lost, EPIPE or not
     assert leaks._health(leaks.corrupt_pfn(), [(3, 10, leaks._SIGBUS), (3, 12, leaks._RECOVERED)]
                          ) == "error"
+
+
+def test_the_fault_handlers_mce_line_is_accepted_only_where_declared():
+    from mfinject.observers.health import LogRules, finding_of
+    from mfinject.observers.kmsg import KmsgRecord
+    from mfinject.observers.mflog import HWPOISON_FAULT
+    from mfinject.scenarios.badblocks import BADBLOCKS
+    rec = KmsgRecord(3, 812, 333441650, "MCE: Killing python3:1025 due to hardware memory "
+                     "corruption fault at 7fd7704fb000")  # 6.12.118, badblocks
+    assert HWPOISON_FAULT in BADBLOCKS.kernel_messages
+    assert finding_of(rec, LogRules(BADBLOCKS.kernel_messages)) is None
+    assert finding_of(rec, LogRules()) is not None  # corrupt-pfn and the like: a finding

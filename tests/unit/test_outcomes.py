@@ -98,3 +98,22 @@ def test_a_row_cut_short_by_the_crash_in_every_attempt_is_crashed():
     import dataclasses
     [row] = outcomes.fold([dataclasses.replace(_row(), final=False)], [_crash(0), _crash(1)], R61)
     assert row.verdict == CRASHED
+
+
+def test_a_crash_then_a_skip_is_flaky():
+    import dataclasses
+    [row] = outcomes.fold([dataclasses.replace(_row(), verdict="skipped")], [_crash(0)], R61)
+    assert row.verdict == FLAKY and cli._is_failure(row)
+
+
+def test_a_guest_that_died_between_tests_is_a_row_that_fails_the_run():
+    [row] = outcomes.between_tests([_crash(0, nodeid="")], R61)
+    assert row.verdict == FLAKY and row.scenario == "(vm)" and cli._is_failure(row)
+    assert row.crash_consoles == ("console.log",)
+
+
+def test_the_tcg_crash_is_no_excuse_under_kvm():
+    import dataclasses
+    kvm = dataclasses.replace(_crash(0, "Oops: int3 0000 [#1] PREEMPT SMP"), accel="kvm")
+    [row] = outcomes.fold([_row(release=R73)], [kvm], R73)
+    assert row.known_crash == "" and cli._is_failure(row)

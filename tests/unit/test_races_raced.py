@@ -30,7 +30,7 @@ def test_a_race_with_overlap_and_injections_raced():
 
 def test_the_path_is_checked_per_iteration():
     assert violations(TRUNCATE, _it(0, path="none"), "generic") != []
-    assert violations(TRUNCATE, _it(0, path="not traced"), "generic") == []
+    assert violations(TRUNCATE, _it(0, path="not traced"), "generic") != []  # unproven
 
 
 def test_race_fault_allows_the_documented_sigbus_and_refuses_a_dead_racer():

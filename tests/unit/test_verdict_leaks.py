@@ -300,6 +300,15 @@ def _crash_then(verdict: str, first: str = "Kernel panic - not syncing: sysrq tr
     return row.verdict if cli._is_failure(row) else PASS
 
 
+def _between_tests() -> str:
+    from mfinject import cli
+    from mfinject.vm import outcomes
+    death = outcomes.CrashAttempt("", "(vm)", "-", 0, "console.log", "BUG: unable to handle "
+                                  "page fault", "guest crashed")
+    [row] = outcomes.between_tests([death], K6_1)
+    return row.verdict if cli._is_failure(row) else PASS
+
+
 def _session(exit_code: int, final: bool = True, collected: tuple[str, ...] = ()) -> str:
     import tempfile
     from pathlib import Path
@@ -434,6 +443,10 @@ RUN_LEAKS = (
             lambda: _crash_then(KNOWN_DEVIATION), FLAKY),
     RunLeak("1c", "an int3 crash on 6.1: outside the catalogued crash's kernel range",
             lambda: _crash_then(PASS, "Oops: int3 0000 [#1] PREEMPT SMP"), FLAKY),
+    RunLeak("1d", "crashed in setup, then skipped in the fresh VM",
+            lambda: _crash_then("skipped"), FLAKY),
+    RunLeak("1e", "the guest died after it came up, while no test ran",
+            lambda: _between_tests(), FLAKY),
     RunLeak("2a", "pytest said '1 passed, 1 error', every row passed", lambda: _session(1),
             ERROR),
     RunLeak("2b", "an INTERNALERROR ended the session", lambda: _session(3), ERROR),
