@@ -91,7 +91,9 @@ def subject_of(item: pytest.Item) -> str:
     for name in SUBJECTS:
         if name in got:
             return str(getattr(got[name], "name", got[name]))
-    return str(getattr(item, "originalname", item.name))
+    own = str(getattr(item, "originalname", item.name))
+    from mfinject.scenarios.catalogue import SEPARATE  # test_<name> plays <name>
+    return next((s.name for s in SEPARATE if own == "test_" + s.name.replace("-", "_")), own)
 
 
 def is_pmem(item: pytest.Item) -> bool:
