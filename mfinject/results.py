@@ -169,6 +169,10 @@ def _stream(jsonl: Path) -> tuple[list[ScenarioResult], dict[str, Any] | None, i
     """A results.jsonl: its records, the meta of the results.json beside it (written
     when its pytest session ended; None while there is none), and its unreadable lines."""
     rows, skipped = read_jsonl(jsonl)
+    crashes = jsonl.with_name("crashes.json")
+    if crashes.is_file():  # what the host saw die, folded in as `mfinject vm` does
+        from mfinject.vm.outcomes import fold_saved
+        rows = fold_saved(rows, crashes)
     final = jsonl.with_name("results.json")
     return rows, (load_file(final).meta if final.is_file() else None), skipped
 
@@ -177,7 +181,8 @@ def load(path: Path) -> ResultSet:
     """A results.json, a results.jsonl, or a results directory of either layout.
 
     A directory holding results.jsonl is read from it: the stream carries every
-    boot of a VM run and the crashes the runner appended, while results.json
+    boot of a VM run (the crashes the runner saw, in crashes.json beside it,
+    are folded in: a crash is never washed out by a clean retry), while results.json
     beside it holds the last pytest session only, and marks that it ended.
     A run directory of ``mfinject vm`` holds results.json once every kernel is
     done, and before that only KERNEL/results.jsonl: such a run is partial.

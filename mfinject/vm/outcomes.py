@@ -18,6 +18,7 @@ some boot that has no row at the end is an error of the run, never silence.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, replace
@@ -173,6 +174,25 @@ def _split(nodeid: str) -> tuple[str, str]:
         if param.startswith(fs + "-"):
             return param[len(fs) + 1:], fs
     return name, "-"
+
+
+CRASHES_FILE = "crashes.json"  # beside a kernel's results.jsonl: what the host saw die
+
+
+def save_crashes(results_dir: Path, release: str, attempts: list[CrashAttempt],
+                 deaths: list[CrashAttempt]) -> None:
+    """Keep the crash attempts beside the stream, so `mfinject report` folds them too."""
+    (results_dir / CRASHES_FILE).write_text(json.dumps({
+        "release": release, "attempts": [dataclasses.asdict(a) for a in attempts],
+        "deaths": [dataclasses.asdict(d) for d in deaths]}, indent=1))
+
+
+def fold_saved(rows: list[ScenarioResult], crashes: Path) -> list[ScenarioResult]:
+    """``rows`` with the crashes saved in ``crashes`` folded in, as `mfinject vm` does."""
+    data = json.loads(crashes.read_text())
+    release = data["release"]
+    return fold(rows, [CrashAttempt(**a) for a in data["attempts"]], release) + \
+        between_tests([CrashAttempt(**d) for d in data["deaths"]], release)
 
 
 def read_collected(results_dir: Path) -> set[str]:

@@ -27,6 +27,7 @@ import psutil
 
 from mfinject import hosttools
 from mfinject.errors import MfinjectError
+from mfinject.vm import outcomes
 from mfinject.vm.outcomes import CrashAttempt
 from mfinject.vm.kernels import Kernel, cache_dir, config_path
 
@@ -378,7 +379,7 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
         if exit_code is not None or STOP.is_set():
             break
         if not _after_crash(outcome, attempt, state, results_dir, opts, progress,
-                            choice.accel):
+                            choice.accel, kernel.release):
             break
         timed_out = timed_out or outcome.why.startswith("watchdog")
     with contextlib.suppress(FileNotFoundError):
@@ -401,7 +402,7 @@ class _Boots:
 
 
 def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir: Path,
-                 opts: VmOptions, progress: Progress, accel: str) -> bool:
+                 opts: VmOptions, progress: Progress, accel: str, release: str) -> bool:
     """Book the guest's death; whether to boot a fresh VM."""
     log = results_dir / "progress.log"
     done, running = parse_progress(log.read_text() if log.exists() else "")
@@ -417,9 +418,11 @@ def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir:
         if outcome.guest_up:  # it came up: not a boot failure of the emulator's
             state.deaths.append(CrashAttempt("", "(vm)", "-", attempt, outcome.console,
                                              first or "", outcome.why, accel))
+            outcomes.save_crashes(results_dir, release, state.attempts, state.deaths)
         return state.boot_failures <= MAX_BOOT_FAILURES
     state.attempts.append(CrashAttempt(running.nodeid, running.scenario, running.fs, attempt,
                                        outcome.console, first or "", outcome.why, accel))
+    outcomes.save_crashes(results_dir, release, state.attempts, state.deaths)
     tries = sum(a.nodeid == running.nodeid for a in state.attempts)
     if tries <= CRASH_RETRIES and not opts.crash_test:
         progress.say(f"{outcome.why} during {running.nodeid} ({first or 'no panic line'}; "

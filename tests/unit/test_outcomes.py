@@ -117,3 +117,12 @@ def test_the_tcg_crash_is_no_excuse_under_kvm():
     kvm = dataclasses.replace(_crash(0, "Oops: int3 0000 [#1] PREEMPT SMP"), accel="kvm")
     [row] = outcomes.fold([_row(release=R73)], [kvm], R73)
     assert row.known_crash == "" and cli._is_failure(row)
+
+
+def test_mfinject_report_of_a_kernel_directory_folds_the_saved_crashes(tmp_path: Path):
+    from mfinject.results import append_jsonl, load
+    append_jsonl(tmp_path / "results.jsonl", _row())
+    outcomes.save_crashes(tmp_path, R61, [_crash(0)], [_crash(1, nodeid="")])
+    rows = load(tmp_path).results
+    assert sorted(r.verdict for r in rows) == [FLAKY, FLAKY]
+    assert {r.scenario for r in rows} == {"race-truncate", "(vm)"}
