@@ -168,14 +168,21 @@ class _Child:
         finally:
             os.close(fd)
 
-    def op_after(self, seconds: float, do: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Sleep, then run ``do``: the racing half of a race.
+    def op_after(self, do: str, args: dict[str, Any], seconds: float = 0.0,
+                 at_ns: int | None = None) -> dict[str, Any]:
+        """Wait ``seconds``, or until CLOCK_MONOTONIC reads ``at_ns``, then run ``do``.
 
-        Returns ``do``'s reply and when it ran, on CLOCK_MONOTONIC (one clock
-        for every process): the race runner measures whether the two halves
-        of a race overlapped, so a race that never raced cannot pass.
+        The racing half of a race: both halves are given one start time (each
+        plus its own small delay), so the time it takes to hand each process
+        its request does not keep them apart. Returns ``do``'s reply and when
+        it ran, on CLOCK_MONOTONIC (one clock for every process): the race
+        runner measures whether the two halves overlapped, so a race that
+        never raced cannot pass.
         """
-        time.sleep(seconds)
+        if at_ns is not None:
+            seconds = (at_ns - time.clock_gettime_ns(time.CLOCK_MONOTONIC)) / 1e9
+        if seconds > 0:
+            time.sleep(seconds)
         start = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         reply = self.dispatch(do, args)
         return {"reply": reply, "start_ns": start,

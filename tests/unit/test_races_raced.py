@@ -25,7 +25,13 @@ def test_a_race_that_was_ebusy_every_time_did_not_test_the_poison():
 
 
 def test_a_race_with_overlap_and_injections_raced():
-    assert raced([_it(0), *[_it(i, overlap=-50.0) for i in range(1, 32)]]) is None
+    assert raced([*[_it(i) for i in range(4)], *[_it(i, overlap=-50.0) for i in range(4, 32)]]) \
+        is None
+
+
+def test_a_race_that_overlapped_once_in_32_hardly_raced():
+    why = raced([_it(0), *[_it(i, overlap=-50.0) for i in range(1, 32)]])
+    assert why is not None and "only 1 of 32" in why
 
 
 def test_the_path_is_checked_per_iteration():
