@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mfinject import listing, report, selection
 from mfinject.errors import MfinjectError
-from mfinject.expectations.model import CRASHED, ERROR, FLAKY, KNOWN_DEVIATION, PASS, SKIPPED
+from mfinject.expectations.model import CRASHED, ERROR, SKIPPED
 from mfinject.report import diff, table
 from mfinject.results import ResultSet, ScenarioResult, load, load_jsonl
 from mfinject.vm import kernels, outcomes, runner
@@ -76,9 +76,7 @@ def _session_trouble(run: runner.GuestRun, rows: list[ScenarioResult]) -> str | 
 def _is_failure(r: ScenarioResult) -> bool:
     if r.scenario == DELIBERATE_CRASH and r.verdict == CRASHED:
         return False  # --crash-test: crashing is what it is for
-    if r.verdict == FLAKY:
-        return not r.known_crash  # a crash that is not catalogued fails the run
-    return r.verdict not in (PASS, KNOWN_DEVIATION, SKIPPED)
+    return r.fails_run
 
 
 def cmd_vm(args: argparse.Namespace) -> int:

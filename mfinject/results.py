@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mfinject.errors import MfinjectError
+from mfinject.expectations.model import FLAKY, KNOWN_DEVIATION, PASS, SKIPPED
 
 SCHEMA = "mfinject-results/1"
 
@@ -42,6 +43,14 @@ class ScenarioResult:
     # and the catalogued crash they matched ("" when none: the run fails)
     crash_consoles: tuple[str, ...] = ()
     known_crash: str = ""
+
+    @property
+    def fails_run(self) -> bool:
+        """Whether this row makes a run fail: the one rule the run's exit and the
+        table's counts share. A flaky row fails it unless its crash is catalogued."""
+        if self.verdict == FLAKY:
+            return not self.known_crash
+        return self.verdict not in (PASS, KNOWN_DEVIATION, SKIPPED)
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -244,7 +244,7 @@ def counts(results: Iterable[ScenarioResult]) -> dict[str, int]:
     for r in results:
         out[r.verdict] = out.get(r.verdict, 0) + 1
     # a flaky row whose crash is catalogued does not fail the run (mfinject.vm.outcomes)
-    out["flaky-failing"] = sum(r.verdict == FLAKY and not r.known_crash for r in results)
+    out["flaky-failing"] = sum(r.verdict == FLAKY and r.fails_run for r in results)
     return out
 
 
