@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mfinject.expectations.model import (CRASHED, ERROR, FLAKY, KNOWN_DEVIATION, PASS,
                                          SKIPPED, KernelRange, Source)
+from mfinject.fs import FS_KINDS
 from mfinject.kernel import Version
 from mfinject.results import ScenarioResult
 
@@ -168,7 +169,7 @@ def _split(nodeid: str) -> tuple[str, str]:
     """(scenario, fs) of ``.../test_scenarios.py::test_scenario[xfs-rmapbt-corrupt-pfn]``."""
     name, _, param = nodeid.rpartition("::")[2].partition("[")
     param = param.removesuffix("]")
-    for fs in ("xfs-rmapbt", "xfs", "ext4"):
+    for fs in sorted(FS_KINDS, key=len, reverse=True):  # xfs-rmapbt before xfs
         if param == fs:
             return name, fs
         if param.startswith(fs + "-"):
