@@ -20,7 +20,7 @@ from mfinject.expectations.model import ALL_PATHS, KernelRange, Source
 from mfinject.fs import FS_KINDS, FsKind
 from mfinject.injectors import CorruptPfnInjector
 from mfinject.kernel import Version
-from mfinject.scenarios import LATE, PMD_SIZE, Role, Scenario, catalogue, races
+from mfinject.scenarios import LATE, Scenario, catalogue, races
 
 # How tests/kernel plays the catalogues (tests/unit/test_listing.py checks these
 # names against its collection): test_scenario and test_race are parametrized by
@@ -54,33 +54,9 @@ def runs_on(kind: FsKind, needs_reflink: bool, only_path: str | None) -> bool:
     return (kind.reflink or not needs_reflink) and (only_path is None or kind.path == only_path)
 
 
-def describe_role(role: Role, map_size: int = 4096) -> str:
-    does: list[str] = []
-    if role.maps:
-        what = "maps a 2 MiB PMD" if map_size >= PMD_SIZE else "maps the page"
-        if role.maps_file != "main":
-            what += f" through the {role.maps_file}"
-        if role.unmaps_before:
-            what = "mapped the page, unmapped it before the injection"
-        elif role.maps_after:
-            what = "maps and faults the page after the injection"
-        does.append(what)
-        if not role.unmaps_before:
-            does.append(f"{role.policy_before_fork} kill inherited across fork()"
-                        if role.policy_before_fork else f"{role.policy} kill")
-    if role.threads:
-        does.append(f"{role.threads} more thread(s)")
-    does += [f"thread {t}: {p} kill" for t, p in role.thread_policies]
-    if role.pin:
-        does.append(f"{role.pin} pin on its mapping")
-    if role.injects:
-        does.append("injects" + (f" from thread {role.inject_thread}" if role.inject_thread
-                                 else ""))
-    if role.reads_after:
-        does.append("pread()s the page after")
-    if role.io_after:
-        does.append("file I/O on the page after")
-    return f"{role.name}: {', '.join(does) or 'takes part'}"
+def describe_role(s: Scenario, who: str) -> str:
+    """``who`` and what it does in the scenario's timeline."""
+    return s.describe(who).replace(" (", ": ", 1).removesuffix(")")
 
 
 def _kernels(since: tuple[int, int] | None) -> KernelRange:
@@ -90,7 +66,7 @@ def _kernels(since: tuple[int, int] | None) -> KernelRange:
 def _scenario_entry(s: Scenario, test: str, ids_name: bool) -> Entry:
     fss = tuple(k.name for k in FS_KINDS.values() if runs_on(k, s.needs_reflink, s.only_path))
     limit = s.why_limited or (REFLINK_LIMIT if s.needs_reflink else "")
-    return Entry(s.name, s.title, "scenario", tuple(describe_role(r, s.map_size) for r in s.roles),
+    return Entry(s.name, s.title, "scenario", tuple(describe_role(s, p.name) for p in s.procs),
                  s.injector, fss, limit, _kernels(s.since), test, ids_name)
 
 

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from mfinject import fs
+
+T = TypeVar("T")
 
 DEFAULT_SEED = 20221125
 DEFAULT_RACE_ITERATIONS = 32
@@ -40,10 +46,23 @@ OPTIONS = (
     Option("mfinject_require_pmem", "MFINJECT_REQUIRE_PMEM",
            "fail instead of skipping when no pmem is usable (also on when CI=true)", flag=True),
     Option("mfinject_seed", "MFINJECT_SEED",
-           "seed of the race scenarios: a number, or 'random' for a fresh one "
-           f"(default {DEFAULT_SEED}); every race prints it"),
+           "seed of the races and of where each scenario's poisoned page lies: a number, or "
+           f"'random' for a fresh one (default {DEFAULT_SEED}); every race prints it, every "
+           "result records its layout"),
+    Option("mfinject_poison_page", "MFINJECT_POISON_PAGE",
+           "where a scenario's poisoned page lies: 'seeded' (default: a page other than the "
+           "first, of a mapping at a non-zero file offset, drawn from the seed) or 'first' "
+           "(page 0 of a mapping at file offset 0, as the suite did until 0.3)"),
     Option("mfinject_race_iterations", "MFINJECT_RACE_ITERATIONS",
            f"iterations of each race scenario, 1 or more (default {DEFAULT_RACE_ITERATIONS})"),
+    Option("mfinject_mkfs_options", "MFINJECT_MKFS_OPTIONS",
+           "add a filesystem kind of your own, custom-FSTYPE, made with mkfs.FSTYPE -f -q OPTS "
+           "DEVICE (as xfstests' MKFS_OPTIONS; '' for mkfs's defaults)"),
+    Option("mfinject_fstype", "MFINJECT_FSTYPE",
+           f"the filesystem of the custom kind: {' or '.join(fs.MKFS)} (default xfs)"),
+    Option("mfinject_mount_options", "MFINJECT_MOUNT_OPTIONS",
+           f"mount -o options of the custom kind (default {fs.DAX_ALWAYS}; with dax=inode the "
+           "root directory gets FS_XFLAG_DAX)"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -110,6 +129,18 @@ def _seed(raw: Raw | None) -> int:
                                 "seed") from None
 
 
+LAYOUTS = ("seeded", "first")  # as mfinject.scenarios.runner.LAYOUTS (checked by a unit test)
+
+
+def _layout(raw: Raw | None) -> str:
+    if raw is None:
+        return LAYOUTS[0]
+    text = raw.value.strip()
+    if text not in LAYOUTS:
+        raise pytest.UsageError(f"{raw.given_as}: give {' or '.join(LAYOUTS)}")
+    return text
+
+
 def _iterations(raw: Raw | None) -> int:
     if raw is None:
         return DEFAULT_RACE_ITERATIONS
@@ -123,6 +154,29 @@ def _iterations(raw: Raw | None) -> int:
     return n
 
 
+def _checked(raw: Raw | None, default: str, check: Callable[[str], T]) -> T:
+    try:
+        return check(raw.value if raw else default)
+    except ValueError as e:
+        raise pytest.UsageError(f"{raw.given_as if raw else repr(default)}: {e}") from None
+
+
+def _custom_fs(mkfs: Raw | None, fstype: Raw | None, mount: Raw | None) -> fs.FsKind | None:
+    """The user's own filesystem kind, made only when mkfs options are given."""
+    if mkfs is None:
+        alone = fstype or mount
+        if alone is not None:
+            flag = BY_NAME["mfinject_mkfs_options"].cli
+            raise pytest.UsageError(
+                f"{alone.given_as}: it describes the custom filesystem kind, which is made only "
+                f"with {flag}=OPTS: give that too ({flag}='' for mkfs's defaults)")
+        return None
+    name = _checked(fstype, "xfs", fs.check_fstype)
+    _checked(mkfs, "", fs.split_mkfs_options)
+    opts = _checked(mount, fs.DAX_ALWAYS, fs.check_mount_options)
+    return fs.custom_kind(name, mkfs.value, opts)
+
+
 @dataclass(frozen=True)
 class Settings:
     device: str | None
@@ -131,6 +185,13 @@ class Settings:
     require_pmem: bool
     race_seed: int  # fixed per session; 'random' is drawn once
     race_iterations: int
+    layout: str = "seeded"  # mfinject.scenarios.runner.LAYOUTS
+    custom_fs: fs.FsKind | None = None  # --mfinject-mkfs-options: the user's own kind
+
+    def fs_kinds(self) -> dict[str, fs.FsKind]:
+        """The filesystem kinds of this session: fs.FS_KINDS, then the custom one."""
+        custom = {self.custom_fs.name: self.custom_fs} if self.custom_fs else {}
+        return {**fs.FS_KINDS, **custom}
 
 
 def read(config: pytest.Config) -> Settings:
@@ -144,6 +205,10 @@ def read(config: pytest.Config) -> Settings:
         require_pmem=_flag(config, "mfinject_require_pmem") or truthy(os.environ.get("CI")),
         race_seed=_seed(_raw(config, BY_NAME["mfinject_seed"])),
         race_iterations=_iterations(_raw(config, BY_NAME["mfinject_race_iterations"])),
+        layout=_layout(_raw(config, BY_NAME["mfinject_poison_page"])),
+        custom_fs=_custom_fs(_raw(config, BY_NAME["mfinject_mkfs_options"]),
+                             _raw(config, BY_NAME["mfinject_fstype"]),
+                             _raw(config, BY_NAME["mfinject_mount_options"])),
     )
 
 

@@ -37,6 +37,10 @@ class ParticipantError(MfinjectError):
     pass
 
 
+class ParticipantHung(ParticipantError):
+    """A participant did not answer in time: the kernel may be stuck in its call."""
+
+
 @dataclass(frozen=True)
 class Reply:
     ok: bool
@@ -133,9 +137,13 @@ class _Child:
         except Exception as e:  # noqa: BLE001 - reported to the parent
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
-    def op_mmap(self, path: str, offset: int, length: int) -> int:
+    def op_mmap(self, path: str, offset: int, length: int, at: int | None = None) -> int:
         fd = os.open(path, os.O_RDWR)
-        addr = syscalls.mmap(fd, length, offset)
+        try:
+            addr = syscalls.mmap(fd, length, offset, at=at)
+        except OSError:
+            os.close(fd)
+            raise
         self.maps[addr] = (fd, length)
         return addr
 
@@ -165,6 +173,13 @@ class _Child:
         fd = os.open(path, os.O_RDONLY)
         try:
             return sorted(set(os.pread(fd, length, offset)))
+        finally:
+            os.close(fd)
+
+    def op_pwrite(self, path: str, offset: int, data: list[int]) -> int:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            return os.pwrite(fd, bytes(data), offset)
         finally:
             os.close(fd)
 
@@ -417,7 +432,7 @@ class Participant:
                     line, self._buf = self._buf.split(b"\n", 1)
                     return Reply(**json.loads(line))
             if time.monotonic() > deadline:
-                raise ParticipantError(
+                raise ParticipantHung(
                     f"participant {self.name} (pid {self.pid}) did not answer {op!r} "
                     f"within {self.timeout_s:.0f} s: the kernel may be hung in that call"
                 )

@@ -13,16 +13,24 @@ without the entry point loads it with ``pytest -p mfinject.plugin``.
 Options live in one group; each has an ini twin and an environment fallback
 (read in this order; a value that cannot be used is a usage error naming it):
 
-============================  ========================  ========================
-option                        ini                       environment
-============================  ========================  ========================
---mfinject-device=DEV         mfinject_device           MFINJECT_DEVICE
---mfinject-disposable         mfinject_disposable       MFINJECT_DISPOSABLE=1
---mfinject-results=DIR        mfinject_results          MFINJECT_RESULTS
---mfinject-require-pmem       mfinject_require_pmem     MFINJECT_REQUIRE_PMEM=1
---mfinject-seed=N|random      mfinject_seed             MFINJECT_SEED
---mfinject-race-iterations=N  mfinject_race_iterations  MFINJECT_RACE_ITERATIONS
-============================  ========================  ========================
+=============================  ========================  ========================
+option                         ini                       environment
+=============================  ========================  ========================
+--mfinject-device=DEV          mfinject_device           MFINJECT_DEVICE
+--mfinject-disposable          mfinject_disposable       MFINJECT_DISPOSABLE=1
+--mfinject-results=DIR         mfinject_results          MFINJECT_RESULTS
+--mfinject-require-pmem        mfinject_require_pmem     MFINJECT_REQUIRE_PMEM=1
+--mfinject-seed=N|random       mfinject_seed             MFINJECT_SEED
+--mfinject-race-iterations=N   mfinject_race_iterations  MFINJECT_RACE_ITERATIONS
+--mfinject-poison-page=WHERE   mfinject_poison_page      MFINJECT_POISON_PAGE
+--mfinject-mkfs-options=OPTS   mfinject_mkfs_options     MFINJECT_MKFS_OPTIONS
+--mfinject-fstype=xfs|ext4     mfinject_fstype           MFINJECT_FSTYPE
+--mfinject-mount-options=OPTS  mfinject_mount_options    MFINJECT_MOUNT_OPTIONS
+=============================  ========================  ========================
+
+``--mfinject-mkfs-options`` adds a filesystem kind of the user's own,
+``custom-xfs`` or ``custom-ext4`` (``--mfinject-fstype``), to the ones every
+scenario runs on (see mfinject.fs).
 
 ``--mfinject-require-pmem`` (also on when CI=true) turns every "no pmem" skip
 into an error, so a broken VM can never go green with everything skipped; and

@@ -10,10 +10,13 @@ recorder folds the setup, call and teardown reports of a node id into it:
   test that plays no scenario or race (a guard) and ``error`` for one that
   failed before it had an observation. Once there is an observation its
   verdict stands: a test failing on it says nothing new (a call that fails
-  after a pass or known deviation makes the row ``error``);
+  after a pass, known deviation or unspecified row makes the row ``error``);
+- an xfail keeps the row the scenario recorded (``known-deviation`` or
+  ``unspecified``); an xfail with no row is ``known-deviation``, or
+  ``unspecified`` when its reason says so (``unspecified: ...``);
 - a failure in teardown appends "teardown: ..." to the message and makes a
-  ``pass``, ``known-deviation`` or ``skipped`` row an ``error``; a ``fail``
-  stays ``fail``. The observation and checks are kept;
+  ``pass``, ``known-deviation``, ``unspecified`` or ``skipped`` row an
+  ``error``; a ``fail`` stays ``fail``. The observation and checks are kept;
 - the kernel-health finding after the observation (``mf_kernel_health``)
   amends the row through :meth:`Recorder.amend`; when it also fails the
   teardown, its text is not appended twice;
@@ -61,12 +64,13 @@ import pytest
 
 from mfinject import results as results_mod
 from mfinject.expectations.model import (CRASHED, ERROR, FAIL, KNOWN_DEVIATION, PASS, SKIPPED,
-                                         combine)
+                                         UNSPECIFIED, combine)
 
 ScenarioResult = results_mod.ScenarioResult
 
-# The filesystem fixture: its parameter ("xfs", "xfs-rmapbt", "ext4") is the
-# record's fs and the first part of the test ids (test_scenario[xfs-madvise-self]).
+# The filesystem fixture: its parameter, a kind's name (one of fs.kind_names():
+# "xfs", "xfs-rmapbt", ..., "custom-ext4"), is the record's fs and the first part
+# of the test ids (test_scenario[xfs-madvise-self]).
 FS_FIXTURE = "mf_dax_fs"
 # The parameters that name what a test plays: its row's scenario.
 SUBJECTS = ("scenario", "race")
@@ -74,6 +78,8 @@ COLLECTED_FILE = "collected.json"
 ENDED_EARLY = "no outcome recorded (the session ended early)"
 # After these, a failure in a later phase is no news to the verdict.
 FAILED = (FAIL, ERROR, CRASHED)
+# After these, a failure in the call is news: the test failed on something else.
+NOT_FAILED = (PASS, KNOWN_DEVIATION, UNSPECIFIED)
 
 
 def params(item: pytest.Item) -> dict[str, Any]:
@@ -82,7 +88,9 @@ def params(item: pytest.Item) -> dict[str, Any]:
 
 
 def fs_of(item: pytest.Item) -> str:
-    return str(params(item).get(FS_FIXTURE, "-"))
+    """The name of the filesystem kind the test runs on, "-" for none."""
+    kind = params(item).get(FS_FIXTURE, "-")
+    return str(getattr(kind, "name", kind))
 
 
 def subject_of(item: pytest.Item) -> str:
@@ -136,6 +144,13 @@ def skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     why = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
     return why.removeprefix("Skipped: ")
+
+
+def xfail_verdict(reason: str) -> str:
+    """The verdict of an xfail that left no row: ``unspecified`` when its reason
+    begins so (tests/kernel xfails an unspecified case with "unspecified: ..."),
+    otherwise ``known-deviation``."""
+    return UNSPECIFIED if str(reason).startswith(f"{UNSPECIFIED}:") else KNOWN_DEVIATION
 
 
 def properties(row: ScenarioResult) -> list[tuple[str, str]]:
@@ -205,10 +220,10 @@ class Recorder:
         if report.skipped and not hasattr(report, "wasxfail"):
             if test.row is None:
                 self._set(test, outcome_row(item, SKIPPED, skip_reason(report), self.kernel))
-        elif report.skipped:  # xfail: a scenario's known deviation has its row already
-            if test.row is None:
-                self._set(test, outcome_row(item, KNOWN_DEVIATION, f"xfail: {report.wasxfail}",
-                                            self.kernel))
+        elif report.skipped:  # xfail: a scenario's known deviation or unspecified case
+            if test.row is None:  # has its row already
+                self._set(test, outcome_row(item, xfail_verdict(report.wasxfail),
+                                            f"xfail: {report.wasxfail}", self.kernel))
         elif report.failed:
             self._failed(test, report.when, failure_texts(report, call))
         elif report.when == "call" and test.row is None:
@@ -226,7 +241,7 @@ class Recorder:
             plays = any(name in params(test.item) for name in SUBJECTS)
             verdict = FAIL if when == "call" and not plays else ERROR
             self._set(test, outcome_row(test.item, verdict, msg, self.kernel))
-        elif when == "call" and old.verdict not in (PASS, KNOWN_DEVIATION):
+        elif when == "call" and old.verdict not in NOT_FAILED:
             return  # the test failing on its own verdict: the row says so
         else:
             verdict = old.verdict if old.verdict in FAILED else ERROR

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mfinject.errors import MfinjectError
-from mfinject.expectations.model import FLAKY, KNOWN_DEVIATION, PASS, SKIPPED
+from mfinject.expectations.model import FLAKY, KNOWN_DEVIATION, PASS, SKIPPED, UNSPECIFIED
 
 SCHEMA = "mfinject-results/1"
+# the verdicts that do not fail a run; of them only PASS is a pass
+NOT_FAILING = (PASS, KNOWN_DEVIATION, UNSPECIFIED, SKIPPED)
 
 
 class ResultsError(MfinjectError):
@@ -28,7 +30,7 @@ class ScenarioResult:
     scenario: str
     fs: str
     kernel: str
-    verdict: str  # pass, fail, known-deviation, error, crashed, skipped, flaky
+    verdict: str  # pass, fail, known-deviation, unspecified, error, crashed, skipped, flaky
     title: str = ""
     path: str = ""
     injector: str = ""
@@ -47,10 +49,12 @@ class ScenarioResult:
     @property
     def fails_run(self) -> bool:
         """Whether this row makes a run fail: the one rule the run's exit and the
-        table's counts share. A flaky row fails it unless its crash is catalogued."""
+        table's counts share. A flaky row fails it unless its crash is catalogued; an
+        unspecified one (no source says what the kernel should do) does not, though
+        it is no pass either."""
         if self.verdict == FLAKY:
             return not self.known_crash
-        return self.verdict not in (PASS, KNOWN_DEVIATION, SKIPPED)
+        return self.verdict not in NOT_FAILING
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PROT_READ = 0x1
 PROT_WRITE = 0x2
 MAP_SHARED = 0x01
+MAP_FIXED_NOREPLACE = 0x100000  # v4.17; older kernels take the address as a hint
 MAP_FAILED = ctypes.c_void_p(-1).value
 MADV_HWPOISON = 100
 
@@ -84,12 +86,21 @@ _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_
 
 
 def mmap(fd: int, length: int, offset: int, prot: int = PROT_READ | PROT_WRITE,
-         flags: int = MAP_SHARED) -> int:
-    """Map ``length`` bytes of ``fd`` at ``offset``; return the address."""
-    addr = _libc.mmap(None, length, prot, flags, fd, offset)
+         flags: int = MAP_SHARED, at: int | None = None) -> int:
+    """Map ``length`` bytes of ``fd`` at ``offset``; return the address.
+
+    With ``at``, exactly there (MAP_FIXED_NOREPLACE: never over another mapping);
+    an address the kernel would not give is an OSError (EEXIST).
+    """
+    if at is not None:
+        flags |= MAP_FIXED_NOREPLACE
+    addr = _libc.mmap(at, length, prot, flags, fd, offset)
     if addr is None or addr == MAP_FAILED:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), "mmap")
+    if at is not None and addr != at:
+        munmap(addr, length)
+        raise OSError(errno.EEXIST, f"mmap placed the mapping at {addr:#x}, not {at:#x}", "mmap")
     return addr
 
 

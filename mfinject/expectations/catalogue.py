@@ -7,11 +7,15 @@ source; the memory-failure paths and kernels it holds for default to all.
 
 from __future__ import annotations
 
+import dataclasses
+
 from mfinject.expectations import sources as src
 from mfinject.expectations.model import (
     ALL_PATHS,
     INJECTION_LIMIT,
     KERNEL_DEVIATION,
+    POISONED_PAGE,
+    UNSPECIFIED,
     Expect,
     KernelRange,
     KnownDeviation,
@@ -32,6 +36,7 @@ from mfinject.scenarios import (
     pmd,
     policy,
     races,
+    self_inject,
     shared,
     threads,
     unbind,
@@ -43,17 +48,17 @@ PMD_LSB = "21"  # log2(2 MiB): a PMD mapping
 
 def signalled(name: str, code: str, signal_source: Source,
               unmap_source: Source = src.SYSCTL_LATE) -> tuple[Expect, ...]:
-    """``name`` gets SIGBUS ``code`` at its own address for one page, and is unmapped."""
+    """``name`` gets SIGBUS ``code`` at the address of the poisoned page in its own mapping for one page, and is unmapped."""
     return (
         Expect(name, "signal", code, signal_source),
-        Expect(name, "si_addr", "own address", src.SIGACTION_ADDR),
+        Expect(name, "si_addr", POISONED_PAGE, src.SIGACTION_ADDR),
         Expect(name, "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
         Expect(name, "mapping", "unmapped", unmap_source),
     )
 
 
 def victim_ar(name: str) -> tuple[Expect, ...]:
-    """The process that poisons a page it maps gets BUS_MCEERR_AR at its own address.
+    """The process that poisons a page it maps gets BUS_MCEERR_AR at the address of the poisoned page in its own mapping.
 
     mf_generic_kill_procs() (commit 6100e34b2526) and mf_dax_kill_procs()
     (commit c36e20249571) both add MF_ACTION_REQUIRED | MF_MUST_KILL, and
@@ -71,15 +76,20 @@ def bystander_late(name: str) -> tuple[Expect, ...]:
 
 
 def bystander_early(name: str) -> tuple[Expect, ...]:
-    """An early-kill mapper gets BUS_MCEERR_AO at its own address and is unmapped."""
+    """An early-kill mapper gets BUS_MCEERR_AO at the address of the poisoned page in its own mapping and is unmapped."""
     return signalled(name, "BUS_MCEERR_AO", src.PRCTL_MCE_KILL)
 
 
 def signalled_pmd(name: str, code: str, signal_source: Source) -> tuple[Expect, ...]:
-    """As :func:`signalled`, for a PMD mapping: lsb 21 and the whole 2 MiB torn down."""
+    """As :func:`signalled`, for a PMD mapping: lsb 21 and the whole 2 MiB torn down.
+
+    si_addr need only fall in the 2 MiB extent si_addr_lsb reports (sigaction(2):
+    the low bits are not significant): the poisoned page's own address and the
+    PMD's base both hold the poison; any other 2 MiB does not.
+    """
     return (
         Expect(name, "signal", code, signal_source),
-        Expect(name, "si_addr", "own address", src.SIGACTION_ADDR),
+        Expect(name, "si_addr_extent", "covers the poisoned page", src.SIGACTION_LSB),
         Expect(name, "si_addr_lsb", PMD_LSB, src.MAPPING_SHIFT),
         Expect(name, "range", "all unmapped", src.UNMAP_LARGEST),
     )
@@ -87,7 +97,8 @@ def signalled_pmd(name: str, code: str, signal_source: Source) -> tuple[Expect, 
 
 def late_access(name: str) -> tuple[Expect, ...]:
     """A late-kill mapper that touches the poisoned page afterwards gets SIGBUS then."""
-    return (Expect(name, "access", "SIGBUS BUS_MCEERR_AR", src.HWPOISON_LATE),)
+    return (Expect(name, "access", "SIGBUS BUS_MCEERR_AR", src.HWPOISON_LATE),
+            Expect(name, "access_si_addr", POISONED_PAGE, src.SIGACTION_ADDR))
 
 
 def outside_injector(name: str) -> tuple[Expect, ...]:
@@ -161,6 +172,29 @@ def io_on_media_error(name: str) -> tuple[Expect, ...]:
     )
 
 
+_NOTIFY = frozenset({"notify_failure"})
+_GENERIC = frozenset({"generic"})
+
+
+def shared_early(name: str, pmd: bool = False) -> tuple[Expect, ...]:
+    """An early-kill mapper of a shared block gets BUS_MCEERR_AO, whichever file it maps.
+
+    On the notify_failure path XFS walks its reverse map to every owner; the
+    generic path has no such walk, and prctl(2) promises the signal to every
+    thread whose address space the corruption is in.
+    """
+    build = signalled_pmd if pmd else signalled
+    return (tuple(dataclasses.replace(e, paths=_NOTIFY)
+                  for e in build(name, "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS))
+            + tuple(dataclasses.replace(e, paths=_GENERIC)
+                    for e in build(name, "BUS_MCEERR_AO", src.PRCTL_MCE_KILL)))
+
+
+def injecting_mapper(name: str) -> tuple[Expect, ...]:
+    """A corrupt-pfn writer that maps the page is the current task: BUS_MCEERR_AR."""
+    return signalled(name, "BUS_MCEERR_AR", src.AR_TO_CURRENT)
+
+
 _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     first.MADVISE_SELF.name: victim_ar("A"),
     first.MADVISE_LATE.name: victim_ar("A") + bystander_late("B"),
@@ -185,6 +219,7 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
                kernels=KernelRange(until=_V6_5)),
         Expect("N", "access", "SIGBUS BUS_MCEERR_AR", src.COMMIT_DAX_HWPOISON,
                kernels=KernelRange(since=_V6_5)),
+        Expect("N", "access_si_addr", POISONED_PAGE, src.SIGACTION_ADDR),
     ),
     # a page of a file that nobody maps: locked through its file, nobody to signal
     locking.CORRUPT_PFN_UNMAPPED.name: outside_injector("I") + FILE_PAGE_RECOVERED + (
@@ -225,9 +260,25 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("R", "io:write_partial", "Bad address", src.DAX_RECOVERY_WRITE),
         Expect("kernel", "badblocks", "none", src.DAX_CLEAR_ON_WRITE),
     ) + io_on_media_error("R"),
-    shared.CORRUPT_PFN_REFLINK.name: outside_injector("I")
-    + signalled("X", "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS)
-    + signalled("Y", "BUS_MCEERR_AO", src.XFS_SHARED_OWNERS),
+    shared.CORRUPT_PFN_REFLINK.name: outside_injector("I") + shared_early("X")
+    + shared_early("Y"),
+    shared.CORRUPT_PFN_SHARED.name: outside_injector("I") + shared_early("XE")
+    + shared_early("YE") + bystander_late("XL") + bystander_late("YL"),
+    shared.MADVISE_SHARED.name: victim_ar("A") + shared_early("YE") + bystander_late("YL"),
+    # Y maps the clone but has no page-table entry when the poison arrives: nothing
+    # to collect (add_to_kill() skips a mapping without the page); its first load
+    # then runs into the poisoned page
+    shared.CORRUPT_PFN_SHARED_FAULT.name: outside_injector("I") + shared_early("X")
+    + late_access("Y"),
+    shared.CORRUPT_PFN_SHARED_UNSHARE.name: outside_injector("I") + shared_early("X")
+    + bystander_late("Y") + late_access("Y") + (
+        Expect("W", "write", UNSPECIFIED, src.COW_UNSPECIFIED),
+        Expect("W", "read", UNSPECIFIED, src.COW_UNSPECIFIED),
+    ),
+    shared.CORRUPT_PFN_SHARED_PMD.name: outside_injector("I") + shared_early("X", pmd=True)
+    + shared_early("Y", pmd=True),
+    self_inject.CORRUPT_PFN_BY_EARLY_MAPPER.name: injecting_mapper("E"),
+    self_inject.CORRUPT_PFN_BY_LATE_MAPPER.name: injecting_mapper("L"),
     # a short-term pin does not hold memory-failure off: the DAX entry lock does
     pinned.CORRUPT_PFN_PINNED_ODIRECT.name: outside_injector("I") + bystander_late("P")
     + bystander_early("C") + (
@@ -266,13 +317,34 @@ def lifecycle(scenario: Scenario, exps: tuple[Expect, ...]) -> tuple[Expect, ...
     otherwise. ``signal`` lists every SIGBUS, so one named means exactly one.
     """
     out: list[Expect] = []
-    for role in scenario.roles:
-        mine = [e for e in exps if e.participant == role.name]
+    for proc in scenario.procs:
+        mine = [e for e in exps if e.participant == proc.name]
         if not any(e.field == "signal" for e in mine):
-            out.append(Expect(role.name, "signal", "none", src.COLLECT_PROCS))
-        out.append(Expect(role.name, "other_signals", "none", src.KILL_PROCS))
-        out.append(Expect(role.name, "exit", KILLED, src.SIGBUS_DEFAULT) if any(map(_kills, mine))
-                   else Expect(role.name, "exit", ALIVE, src.KILL_PROCS))
+            out.append(Expect(proc.name, "signal", "none", src.COLLECT_PROCS))
+        out.append(Expect(proc.name, "other_signals", "none", src.KILL_PROCS))
+        out.append(Expect(proc.name, "exit", KILLED, src.SIGBUS_DEFAULT) if any(map(_kills, mine))
+                   else Expect(proc.name, "exit", ALIVE, src.KILL_PROCS))
+    return tuple(out)
+
+
+# what becomes of the rest of a mapper's window: memory-failure unmaps the
+# poisoned page alone (a PTE mapping), MF_MEM_PRE_REMOVE revokes the whole file
+WINDOW = {"unmapped": "only the poisoned page unmapped", "mapped": "all mapped"}
+
+
+def window_state(scenario: Scenario, exps: tuple[Expect, ...]) -> tuple[Expect, ...]:
+    """The whole window's state after the injection, for every mapper whose poisoned
+    page's state is expected: the page alone gone (or nothing gone, where the page
+    stays mapped), so a kernel that tears down more than the page fails."""
+    out = []
+    for e in exps:
+        # (an unbind revokes page after page while the first signal already ends
+        # the mapper: the rest of its window is gone or not, by timing alone)
+        if e.field != "mapping" or e.value not in WINDOW or scenario.pmd \
+                or scenario.whole_device:
+            continue
+        out.append(Expect(e.participant, "window", WINDOW[e.value], src.UNMAP_ONE_PAGE,
+                          paths=e.paths, kernels=e.kernels))
     return tuple(out)
 
 
@@ -281,7 +353,7 @@ EXPECTATIONS = {
     name: (() if name in _NO_MEMORY_FAILURE else PATH)
     + (() if name in _NO_MEMORY_FAILURE else
        HW_CORRUPTED_KB if name in _NO_POISON_PAGE else HW_CORRUPTED) + exps
-    + lifecycle(_SCENARIOS[name], exps)
+    + lifecycle(_SCENARIOS[name], exps) + window_state(_SCENARIOS[name], exps)
     for name, exps in _EXPECTATIONS.items()
 }
 
@@ -391,11 +463,13 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                 Value("R", "io:pread_after_write", "Input/output error")),
                INJECTION_LIMIT, _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
     *deviation(access.MADVISE_LATE_ACCESS.name, "refault",
-               (Value("B", "access", "old data"), Value("B", "exit", ALIVE),
+               (Value("B", "access", "old data"), Value("B", "access_si_addr", "no signal"),
+                Value("B", "exit", ALIVE),
                 Value("B", "mapping", "unmapped"), Value("kernel", "badblocks", _NO_BAD_RANGE)),
                INJECTION_LIMIT, _REFAULT, src.PMEM_BADBLOCKS),
     *deviation(access.CORRUPT_PFN_LATE_ONLY.name, "nothing unmapped",
-               (Value("B", "mapping", "mapped"), Value("B", "access", "old data"),
+               (Value("B", "mapping", "mapped"), Value("B", "window", "all mapped"),
+                Value("B", "access", "old data"), Value("B", "access_si_addr", "no signal"),
                 Value("B", "exit", ALIVE)),
                KERNEL_DEVIATION, _NO_UNMAP, src.UNMAP_AND_KILL),
 )

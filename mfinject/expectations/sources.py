@@ -86,6 +86,12 @@ MAPPING_SHIFT = Source(
     "for a ZONE_DEVICE page the signal's si_addr_lsb is the shift of the mapping that is torn "
     "down: 21 for a PMD",
 )
+UNMAP_ONE_PAGE = Source(
+    "mm/memory-failure.c unmap_and_kill()",
+    "start = (index << PAGE_SHIFT) & ~(size - 1); unmap_mapping_range(mapping, start, size, "
+    "0): from the poisoned page's own file index, the size of the largest mapping collected "
+    "(1 << size_shift: 4 KiB for a PTE mapping), so the other pages of a mapping stay",
+)
 UNMAP_LARGEST = Source(
     "mm/memory-failure.c unmap_and_kill()",
     "Unmap the largest mapping to avoid breaking up device-dax mappings which are constant "
@@ -172,6 +178,18 @@ DAX_ENTRY_LOCK = Source(
     "Prevent the inode from being freed while we are interrogating the address_space, "
     "typically this would be done by lock_page(), but dax pages do not use the page lock. "
     "This also prevents changes to the mapping of this pfn until poison signaling is complete.",
+)
+AR_TO_CURRENT = Source(
+    "commit 6100e34b2526",
+    "mm, memory_failure: Teach memory_failure() about dev_pagemap pages (mf_generic_kill_procs() "
+    "adds MF_ACTION_REQUIRED, so kill_proc() sends BUS_MCEERR_AR to the current task, the one "
+    "whose write to corrupt-pfn called memory_failure(), collected whatever its policy)",
+    "v4.19",
+)
+COW_UNSPECIFIED = Source(
+    "Documentation/filesystems/dax.rst (Handling Media Errors)",
+    "no sentence says what a copy-on-write write into a block poisoned by software injection "
+    "(no bad block recorded) returns, nor what the new copy holds",
 )
 XFS_SHARED_OWNERS = Source(
     "fs/xfs/xfs_notify_failure.c xfs_dax_notify_ddev_failure()",

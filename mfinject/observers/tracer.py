@@ -51,10 +51,9 @@ class SignalEvent:
     addr: int
     addr_lsb: int
     at_ns: int
-    # pagemap entries of the watched addresses at signal-delivery-stop
-    pagemap: tuple[tuple[int, int], ...] = ()
-    # for each watched range: (start, pages still present)
-    present: tuple[tuple[int, int], ...] = ()
+    # for each watched range at signal-delivery-stop: (start, the raw pagemap
+    # entry of each of its pages)
+    pagemap: tuple[tuple[int, tuple[int, ...]], ...] = ()
     tid: int = 0  # the thread that took the signal-delivery-stop (pid: the main thread)
 
     @property
@@ -150,14 +149,13 @@ class Tracer:
             ptrace(PTRACE_CONT, tid, 0, 0)
             return
         info = ptrace_getsiginfo(tid)
-        snap, present = [], []
+        snap = []
         for addr, length in entry.watch:
             try:
                 entries = pagemap.read_range(entry.pid, addr, length)
             except OSError:
                 continue
-            snap.append((addr, entries[0].raw))
-            present.append((addr, sum(e.present for e in entries)))
+            snap.append((addr, tuple(e.raw for e in entries)))
         ev = SignalEvent(
             pid=entry.pid,
             signo=info.si_signo,
@@ -166,7 +164,6 @@ class Tracer:
             addr_lsb=info.si_addr_lsb,
             at_ns=time.monotonic_ns(),
             pagemap=tuple(snap),
-            present=tuple(present),
             tid=tid,
         )
         entry.signals.append(ev)

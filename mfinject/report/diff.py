@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from mfinject.expectations.model import PASS
+from mfinject.expectations.model import PASS, UNSPECIFIED
 from mfinject.kernel import Version
 from mfinject.report.table import short_cell
 from mfinject.results import ResultSet, ScenarioResult
@@ -45,6 +45,15 @@ class Change:
     new: str
 
 
+def _verdict_change(old: str, new: str) -> str:
+    """An unspecified case to or from a pass is no news of the kernel (no source says
+    what it should do: the catalogue changed), so neither newly failing nor passing."""
+    if UNSPECIFIED in (old, new):
+        return "verdict changed"
+    return ("newly passing" if new == PASS else
+            "newly failing" if old == PASS else "verdict changed")
+
+
 def compare(old: ResultSet, new: ResultSet) -> list[Change]:
     a = {_key(r): r for r in old.results}
     b = {_key(r): r for r in new.results}
@@ -60,8 +69,7 @@ def compare(old: ResultSet, new: ResultSet) -> list[Change]:
             continue
         kernel = ra.kernel if ra.kernel == rb.kernel else f"{ra.kernel} -> {rb.kernel}"
         if ra.verdict != rb.verdict:
-            kind = ("newly passing" if rb.verdict == PASS else
-                    "newly failing" if ra.verdict == PASS else "verdict changed")
+            kind = _verdict_change(ra.verdict, rb.verdict)
             changes.append(Change(kind, scen, fs, kernel, short_cell(ra), short_cell(rb)))
             continue
         oa, ob = _observed(ra), _observed(rb)

@@ -2,11 +2,12 @@
 
 A failure is ``<failure>`` (a flaky row too, with type="flaky": a failure of
 the run unless catalogued); a scenario that could not be set up and a crashed
-guest are ``<error>``; a skipped row and a known deviation are ``<skipped>``
-(pytest writes an xfail so), each with the row's message. Console and dmesg
-excerpts may hold characters that XML 1.0 cannot carry (ESC of a colour
-sequence, NUL, BEL): colour sequences are dropped and other such characters
-written as ``\\xNN``, so the file always parses.
+guest are ``<error>``; a skipped row, a known deviation and an unspecified
+case are ``<skipped>`` (pytest writes an xfail so), the last two told apart
+by type ("known-deviation", "unspecified"), each with the row's message.
+Console and dmesg excerpts may hold characters that XML 1.0 cannot carry
+(ESC of a colour sequence, NUL, BEL): colour sequences are dropped and other
+such characters written as ``\\xNN``, so the file always parses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from mfinject.expectations.model import (CRASHED, ERROR, FAIL, FLAKY, KNOWN_DEVIATION, PASS,
-                                         SKIPPED)
+                                         SKIPPED, UNSPECIFIED)
 from mfinject.report import plain_text, table
 from mfinject.results import ResultSet, ScenarioResult
 
@@ -71,6 +72,9 @@ def _outcome(case: ET.Element, r: ScenarioResult) -> None:
         ET.SubElement(case, "skipped", type="known-deviation",
                       message=f"known deviation: {first}" if first else "known deviation"
                       ).text = text
+    elif r.verdict == UNSPECIFIED:  # no source says what the kernel should do: no pass
+        ET.SubElement(case, "skipped", type="unspecified",
+                      message=f"unspecified: {first}" if first else "unspecified").text = text
     elif r.verdict in (FAIL, FLAKY):
         ET.SubElement(case, "failure", type=r.verdict, message=table.short_cell(r)).text = text
     else:  # ERROR, CRASHED, and a verdict this version does not know
@@ -90,11 +94,11 @@ def _suite(suites: ET.Element, kernel: str, results: list[ScenarioResult],
     def n(*verdicts: str) -> str:
         return str(sum(r.verdict in verdicts for r in results))
 
-    known = (PASS, FAIL, FLAKY, SKIPPED, KNOWN_DEVIATION)
+    known = (PASS, FAIL, FLAKY, SKIPPED, KNOWN_DEVIATION, UNSPECIFIED)
     suite = ET.SubElement(suites, "testsuite", name=f"mfinject.{kernel}", tests=str(len(results)),
                           failures=n(FAIL, FLAKY),
                           errors=str(sum(r.verdict not in known for r in results)),
-                          skipped=n(SKIPPED, KNOWN_DEVIATION),
+                          skipped=n(SKIPPED, KNOWN_DEVIATION, UNSPECIFIED),
                           time=f"{sum(map(_seconds, results)):.3f}")
     if stamp:
         suite.set("timestamp", stamp)

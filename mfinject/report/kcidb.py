@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from mfinject.expectations.model import (CRASHED, ERROR, FAIL, FLAKY, KNOWN_DEVIATION, PASS,
-                                         SKIPPED)
+                                         SKIPPED, UNSPECIFIED)
 from mfinject.results import ResultSet, ScenarioResult
 
 ORIGIN = "mfinject"  # the schema's origin pattern: [a-z0-9_]+
@@ -36,6 +36,10 @@ STATUS = {
     # test harness, and the status of both the test and the tested code is
     # unknown", and this test ran and its status is known.
     KNOWN_DEVIATION: "DONE",
+    # the same words: an unspecified case ran to the end, and no documentation
+    # sentence or commit says what the kernel should do there, so the test did
+    # not report the tested code correct or faulty; misc's verdict says which
+    UNSPECIFIED: "DONE",
     # "the test didn't complete due to a failure in its code, and the status
     # of the tested code is unknown": a scenario that could not be set up
     ERROR: "ERROR",

@@ -7,11 +7,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from mfinject.expectations.model import FLAKY, PASS, SKIPPED
+from mfinject.expectations.model import FLAKY, PASS, SKIPPED, UNSPECIFIED
 from mfinject.results import ResultSet, ScenarioResult
 
-_ORDER = {"crashed": 0, "flaky": 1, "error": 2, "fail": 3, "known-deviation": 4, "pass": 5,
-          "skipped": 6}
+_ORDER = {"crashed": 0, "flaky": 1, "error": 2, "fail": 3, "known-deviation": 4,
+          "unspecified": 5, "pass": 6, "skipped": 7}
 
 
 def _observed_participant(p: dict[str, Any]) -> str:
@@ -90,8 +90,8 @@ def expected_cell(r: ScenarioResult) -> str:
     per: dict[str, list[str]] = {}
     for c in r.checks:
         val = c["expected"]
-        if c["field"] == "si_addr" and val == "own address":
-            val = "own"
+        if c["field"] == "si_addr" and val == "poisoned page":
+            val = "the page"
         elif c["field"] == "signal" and val == "none":
             val = "no SIGBUS"
         per.setdefault(c["participant"], []).append(
@@ -99,12 +99,24 @@ def expected_cell(r: ScenarioResult) -> str:
     return "\n".join(f"{who}: {' '.join(vals)}" for who, vals in per.items()) or "-"
 
 
+def label(verdict: str) -> str:
+    """How a cell names a verdict that is not a pass: capitals, except unspecified,
+    which is no failure, said plainly."""
+    return verdict if verdict == UNSPECIFIED else verdict.upper()
+
+
+def not_passed(r: ScenarioResult) -> list[dict[str, Any]]:
+    """The checks that make the row's verdict: an unspecified field makes only an
+    unspecified row (in a failing or deviating one, it explains nothing)."""
+    return [c for c in r.checks if c["verdict"] != PASS
+            and (c["verdict"] != UNSPECIFIED or r.verdict == UNSPECIFIED)]
+
+
 def verdict_cell(r: ScenarioResult) -> str:
     if r.verdict == PASS:
         return "pass"
-    bad = [c for c in r.checks if c["verdict"] != PASS]
-    what = ", ".join(f"{c['participant']}.{c['field']}" for c in bad)
-    return f"{r.verdict.upper()}" + (f" ({what})" if what else "")
+    what = ", ".join(f"{c['participant']}.{c['field']}" for c in not_passed(r))
+    return label(r.verdict) + (f" ({what})" if what else "")
 
 
 def sort_key(r: ScenarioResult) -> tuple[int, str, str, str]:
@@ -150,7 +162,7 @@ def short_cell(r: ScenarioResult) -> str:
         if r.verdict == PASS:
             return "pass"
         first = r.message.splitlines()[0] if r.message else ""
-        return f"{r.verdict.upper()} {first[:60]}"
+        return f"{label(r.verdict)} {first[:60]}"
     extra = facts_line(r.observation)
     is_race = "seed" in dict(r.observation.get("facts") or [])
     sigs = "\n".join([*(() if is_race else (_signature(p) for p in r.observation["participants"])),
@@ -158,13 +170,14 @@ def short_cell(r: ScenarioResult) -> str:
                       *([extra] if extra else [])])
     if r.verdict == PASS:
         return f"pass {sigs}"
-    bad = [c for c in r.checks if c["verdict"] != PASS]
+    bad = not_passed(r)
     if not bad:
-        return f"{r.verdict.upper()} {sigs}"
+        return f"{label(r.verdict)} {sigs}"
     c = bad[0]
     more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-    return (f"{r.verdict.upper()} {c['participant']}.{c['field']}: {c['observed']} "
-            f"(expected {c['expected']}){more}")
+    expected = "" if c["verdict"] == UNSPECIFIED else f" (expected {c['expected']})"
+    return (f"{label(r.verdict)} {c['participant']}.{c['field']}: {c['observed']}"
+            f"{expected}{more}")
 
 
 def column_key(r: ScenarioResult) -> str:
@@ -253,14 +266,15 @@ def totals(results: Iterable[ScenarioResult]) -> str:
 
     Known deviations count neither as passed nor as failed; errors, crashes
     and flaky rows (unless their crash is catalogued) count as failed;
-    skipped rows (the scenario does not apply there) are counted apart.
+    skipped rows (the scenario does not apply there) are counted apart, and
+    so are unspecified ones (no source says what the kernel should do).
     """
     c = counts(results)
-    detail = ", ".join(f"{c[k]} {k}" for k in ("pass", "known-deviation", "fail", "error",
-                                                "crashed", "flaky", "skipped"))
+    detail = ", ".join(f"{c[k]} {k}" for k in ("pass", "known-deviation", "unspecified", "fail",
+                                                "error", "crashed", "flaky", "skipped"))
     failed = c["fail"] + c["error"] + c["crashed"] + c["flaky-failing"]
     return (f"verdicts: {detail}\nscenarios: {c['pass']} passed, {failed} failed, "
-            f"{c['skipped']} skipped")
+            f"{c['skipped']} skipped, {c['unspecified']} unspecified")
 
 
 def failure_details(results: Iterable[ScenarioResult]) -> str:
@@ -294,8 +308,9 @@ def full(rs: ResultSet) -> str:
     return "\n".join(parts)
 
 
-_SHORT_VERDICT = {"pass": "pass", "known-deviation": "dev", "fail": "FAIL", "error": "ERROR",
-                  "crashed": "CRASH", "flaky": "FLAKY", "skipped": "skip"}
+_SHORT_VERDICT = {"pass": "pass", "known-deviation": "dev", "unspecified": "unspec",
+                  "fail": "FAIL", "error": "ERROR", "crashed": "CRASH", "flaky": "FLAKY",
+                  "skipped": "skip"}
 
 
 def summary(rs: ResultSet, tablefmt: str = "github") -> str:
@@ -317,8 +332,10 @@ def summary(rs: ResultSet, tablefmt: str = "github") -> str:
         c = counts(mine)
         lines.append(f"{k}: {len({r.scenario for r in mine if r.fs != '-'})} scenarios, "
                      f"{len(mine)} results: {c['pass']} pass, {c['known-deviation']} known "
-                     f"deviation, {c['fail']} fail, {c['error']} error, {c['crashed']} crashed, "
-                     f"{c['flaky']} flaky, {c['skipped']} skipped")
-    lines.append("dev: known deviation (see the failure report); skip: does not apply there "
-                 "(the reason is in the report); -: no result at all")
+                     f"deviation, {c['unspecified']} unspecified, {c['fail']} fail, "
+                     f"{c['error']} error, {c['crashed']} crashed, {c['flaky']} flaky, "
+                     f"{c['skipped']} skipped")
+    lines.append("dev: known deviation (see the failure report); unspec: unspecified, no "
+                 "source says what the kernel should do (recorded, not a pass); skip: does not "
+                 "apply there (the reason is in the report); -: no result at all")
     return "\n".join(lines)

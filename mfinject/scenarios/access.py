@@ -8,18 +8,16 @@
   notify_failure paths decide whether to unmap at all.
 """
 
-from mfinject.scenarios import DEFAULT, Role, Scenario
+from mfinject.scenarios import Inject, Map, Proc, Scenario
+from mfinject.scenarios.steps import Probe
 
 MADVISE_LATE_ACCESS = Scenario(
     "madvise-late-access", "madvise by A; then B (late kill) touches the page", "madvise",
-    (Role("A", maps=True, injects=True), Role("B", maps=True, policy=DEFAULT)),
-    probe_access=True,
+    (Proc("A"), Proc("B")), (Map("A"), Map("B"), Inject("A"), Probe()),
 )
 CORRUPT_PFN_LATE_ONLY = Scenario(
     "corrupt-pfn-late-only", "corrupt-pfn by I while only B (late kill) maps it; then B touches it",
-    "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("B", maps=True, policy=DEFAULT)),
-    probe_access=True,
+    "corrupt-pfn", (Proc("I"), Proc("B")), (Map("B"), Inject("I"), Probe()),
 )
 
 SCENARIOS = (MADVISE_LATE_ACCESS, CORRUPT_PFN_LATE_ONLY)

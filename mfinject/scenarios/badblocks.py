@@ -11,14 +11,13 @@
 """
 
 from mfinject.observers.mflog import HWPOISON_FAULT
-from mfinject.scenarios import Role, Scenario
+from mfinject.scenarios import Inject, Map, MapAfter, Pread, Proc, Scenario
+from mfinject.scenarios.steps import Probe
 
 BADBLOCKS = Scenario(
     "badblocks", "a pmem bad block over the page: fresh fault, pread, and an old mapping",
-    "badblocks",
-    (Role("I", maps=False, injects=True), Role("B", maps=True),
-     Role("N", maps=True, maps_after=True), Role("R", maps=False, reads_after=True)),
-    probe_access=True,
+    "badblocks", (Proc("I"), Proc("B"), Proc("N"), Proc("R")),
+    (Map("B"), Inject("I"), MapAfter("N"), Pread("R"), Probe()),
     kernel_messages=(HWPOISON_FAULT,),
 )
 

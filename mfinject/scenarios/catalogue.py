@@ -11,6 +11,7 @@ from mfinject.scenarios import (
     pmd,
     policy,
     races,
+    self_inject,
     shared,
     threads,
     unbind,
@@ -18,7 +19,7 @@ from mfinject.scenarios import (
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
              + pmd.SCENARIOS + badblocks.SCENARIOS + threads.SCENARIOS + fileio.SCENARIOS
-             + shared.SCENARIOS + pinned.SCENARIOS)
+             + self_inject.SCENARIOS + shared.SCENARIOS + pinned.SCENARIOS)
 
 # played by their own tests (they provoke filesystem shutdown messages on purpose)
 SEPARATE = unbind.SCENARIOS

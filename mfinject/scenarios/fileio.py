@@ -8,17 +8,19 @@
   for badblocks, nothing calls memory_failure(): no memory-failure line.
 """
 
-from mfinject.scenarios import Role, Scenario
+from mfinject.scenarios import FileIO, Inject, Map, Proc, Scenario, Unmap
 
-_ROLES = (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True),
-          Role("R", maps=False, io_after=True))
+_PROCS = (Proc("I"), Proc("M"), Proc("R"))
+_STEPS = (Map("M"), Unmap("M"), Inject("I"), FileIO("R"))
 
 CORRUPT_PFN_FILE_IO = Scenario(
-    "corrupt-pfn-file-io", "file I/O on a page poisoned by corrupt-pfn", "corrupt-pfn", _ROLES,
+    "corrupt-pfn-file-io", "file I/O on a page poisoned by corrupt-pfn", "corrupt-pfn",
+    _PROCS, _STEPS,
 )
 BADBLOCKS_FILE_IO = Scenario(
-    "badblocks-file-io", "file I/O on a page under a pmem bad block", "badblocks", _ROLES,
-    kernel_messages=(),
+    "badblocks-file-io", "file I/O on a page under a pmem bad block", "badblocks",
+    _PROCS, _STEPS, kernel_messages=(),
 )
+
 
 SCENARIOS = (CORRUPT_PFN_FILE_IO, BADBLOCKS_FILE_IO)

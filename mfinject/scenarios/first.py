@@ -7,25 +7,24 @@
   while a late-kill and an early-kill process map the page.
 """
 
-from mfinject.scenarios import DEFAULT, EARLY, Role, Scenario
+from mfinject.scenarios import EARLY, Inject, Map, Proc, Scenario
 
 MADVISE_SELF = Scenario(
     "madvise-self", "a process poisons its own mapping with madvise", "madvise",
-    (Role("A", maps=True, injects=True),),
+    (Proc("A"),), (Map("A"), Inject("A")),
 )
 MADVISE_LATE = Scenario(
     "madvise-late", "madvise by A while B maps the page (late kill)", "madvise",
-    (Role("A", maps=True, injects=True), Role("B", maps=True, policy=DEFAULT)),
+    (Proc("A"), Proc("B")), (Map("A"), Map("B"), Inject("A")),
 )
 MADVISE_EARLY = Scenario(
     "madvise-early", "madvise by A while C maps the page (PR_MCE_KILL_EARLY)", "madvise",
-    (Role("A", maps=True, injects=True), Role("C", maps=True, policy=EARLY)),
+    (Proc("A"), Proc("C", policy=EARLY)), (Map("A"), Map("C"), Inject("A")),
 )
 CORRUPT_PFN = Scenario(
     "corrupt-pfn", "corrupt-pfn by I, who maps nothing, while B (late) and C (early) map it",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("B", maps=True, policy=DEFAULT),
-     Role("C", maps=True, policy=EARLY)),
+    (Proc("I"), Proc("B"), Proc("C", policy=EARLY)), (Map("B"), Map("C"), Inject("I")),
 )
 
 SCENARIOS = (MADVISE_SELF, MADVISE_LATE, MADVISE_EARLY, CORRUPT_PFN)

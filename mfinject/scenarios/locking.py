@@ -19,43 +19,39 @@ under the xarray lock (dax_lock_page(), later dax_lock_folio()).
 """
 
 from mfinject.observers.mflog import ALREADY_POISONED, POISONING, UNPOISON
-from mfinject.scenarios import EARLY, Role, Scenario
+from mfinject.scenarios import EARLY, Inject, Map, Proc, Scenario, Unmap
+from mfinject.scenarios.steps import FindPfn, Truncate, Unlink, Unpoison
+
+_UNMAPPED = (Map("M"), Unmap("M"))
 
 CORRUPT_PFN_UNMAPPED = Scenario(
     "corrupt-pfn-unmapped", "corrupt-pfn on a page of a file that no process maps",
-    "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
+    "corrupt-pfn", (Proc("I"), Proc("M")), (*_UNMAPPED, Inject("I")),
 )
 CORRUPT_PFN_TRUNCATED = Scenario(
     "corrupt-pfn-truncated", "corrupt-pfn on a page whose file was truncated away",
-    "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
-    truncate_before=True,
+    "corrupt-pfn", (Proc("I"), Proc("M")), (*_UNMAPPED, Truncate(), Inject("I")),
 )
 
 CORRUPT_PFN_UNPOISON = Scenario(
     "corrupt-pfn-unpoison", "corrupt-pfn on a page nobody maps, then unpoison-pfn on it",
-    "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
-    unpoison_after=True,
+    "corrupt-pfn", (Proc("I"), Proc("M")), (*_UNMAPPED, Inject("I"), Unpoison("I")),
     kernel_messages=(*POISONING, UNPOISON),
 )
 
 CORRUPT_PFN_DELETED = Scenario(
     "corrupt-pfn-deleted", "corrupt-pfn on a page whose file was deleted", "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("M", maps=True, unmaps_before=True)),
-    unlink_before=True,
+    (Proc("I"), Proc("M")), (*_UNMAPPED, Unlink(), Inject("I")),
 )
 CORRUPT_PFN_NEVER_MAPPED = Scenario(
     "corrupt-pfn-never-mapped", "corrupt-pfn on a file page that was never mapped",
-    "corrupt-pfn", (Role("I", maps=False, injects=True),), pfn_from_extent_map=True,
+    "corrupt-pfn", (Proc("I"),), (FindPfn(), Inject("I")),
 )
 
 CORRUPT_PFN_TWICE = Scenario(
     "corrupt-pfn-twice", "corrupt-pfn on a page, then again on the poisoned page",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("C", maps=True, policy=EARLY)),
-    inject_twice=True,
+    (Proc("I"), Proc("C", policy=EARLY)), (Map("C"), Inject("I"), Inject("I")),
     # the second injection refused is the documented outcome (ALREADY_POISONED
     # in mfinject.expectations.sources); handled again, it logs POISONING twice
     kernel_messages=(*POISONING, ALREADY_POISONED),

@@ -9,19 +9,19 @@
   mapping as an io_uring fixed buffer (a long-term pin), then I poisons it.
 """
 
-from mfinject.scenarios import EARLY, LATE, Role, Scenario
+from mfinject.scenarios import EARLY, LATE, Inject, Map, Pin, Proc, Scenario
 
 CORRUPT_PFN_PINNED_ODIRECT = Scenario(
     "corrupt-pfn-pinned-odirect", "corrupt-pfn while an O_DIRECT read into the page is in flight",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True),
-     Role("P", maps=True, policy=LATE, threads=1, pin="odirect"),
-     Role("C", maps=True, policy=EARLY)),
+    (Proc("I"), Proc("P", policy=LATE, threads=1), Proc("C", policy=EARLY)),
+    (Map("P"), Map("C"), Pin("P", "odirect"), Inject("I")),
 )
 CORRUPT_PFN_PINNED_IO_URING = Scenario(
     "corrupt-pfn-pinned-io-uring", "corrupt-pfn on a page offered as an io_uring fixed buffer",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("P", maps=True, policy=EARLY, pin="io_uring")),
+    (Proc("I"), Proc("P", policy=EARLY)), (Map("P"), Pin("P", "io_uring"), Inject("I")),
 )
+
 
 SCENARIOS = (CORRUPT_PFN_PINNED_ODIRECT, CORRUPT_PFN_PINNED_IO_URING)

@@ -10,18 +10,17 @@ tracepoint (smaps FilePmdMapped does not count DAX PMDs); a filesystem that
 cannot give one makes the scenario an error, never a pass.
 """
 
-from mfinject.scenarios import EARLY, PMD_SIZE, Role, Scenario
+from mfinject.scenarios import EARLY, Inject, Map, Proc, Scenario
 
 MADVISE_SELF_PMD = Scenario(
     "madvise-self-pmd", "a process poisons one page of its PMD mapping with madvise", "madvise",
-    (Role("A", maps=True, injects=True),),
-    map_size=PMD_SIZE,
+    (Proc("A"),), (Map("A"), Inject("A")), pmd=True,
 )
 CORRUPT_PFN_PMD = Scenario(
     "corrupt-pfn-pmd", "corrupt-pfn by I while C (early kill) maps the page with a PMD",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("C", maps=True, policy=EARLY)),
-    map_size=PMD_SIZE,
+    (Proc("I"), Proc("C", policy=EARLY)), (Map("C"), Inject("I")), pmd=True,
 )
+
 
 SCENARIOS = (MADVISE_SELF_PMD, CORRUPT_PFN_PMD)

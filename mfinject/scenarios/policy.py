@@ -4,12 +4,12 @@
   policy, under vm.memory_failure_early_kill=1: B is an early-kill process.
 """
 
-from mfinject.scenarios import DEFAULT, Role, Scenario
+from mfinject.scenarios import Inject, Map, Proc, Scenario
 
 SYSCTL_EARLY = Scenario(
     "sysctl-early", "corrupt-pfn by I while B (default policy) maps it, early_kill sysctl = 1",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("B", maps=True, policy=DEFAULT)),
+    (Proc("I"), Proc("B")), (Map("B"), Inject("I")),
     early_kill_sysctl=1,
 )
 

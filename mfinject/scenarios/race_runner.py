@@ -228,7 +228,7 @@ def _facts(race: Race, mount: fs.Mount, seed: int, iterations: int, done: list[I
 def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, iterations: int,
         trace_session: ftrace.FunctionTrace | None = None) -> Observation:
     """Every iteration judged against its rule; a race that never raced is an error."""
-    if race.needs_reflink and not mount.kind.reflink:
+    if race.needs_reflink and not mount.reflink:
         raise NotMeaningful(f"{race.name} needs reflink: {mount.kind.name} has none "
                             "(only xfs-rmapbt is made with reflink=1)")
     CorruptPfnInjector(namespace)  # the same prerequisites
@@ -245,7 +245,7 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
         records = log_capture.read()
         observed = _participants(race, people)
     bad = [f"{it.describe()}: {'; '.join(v)}" for it in done
-           if (v := violations(race, it, mount.kind.path))]
+           if (v := violations(race, it, mount.mf_path))]
     hw_delta = kernel.hardware_corrupted_kb() - hw_before
     if hw_delta != 4 * len(done):
         # every injection counts its page, EBUSY included (seen on 6.1.0-56,
@@ -261,7 +261,7 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
     traced = sorted({it.path for it in done} - {"not traced"})
     return Observation(
         scenario=race.name, title=race.title, injector="corrupt-pfn", fs=mount.kind.name,
-        path=mount.kind.path, kernel=kernel.release(), pfn=0, participants=observed,
+        path=mount.mf_path, kernel=kernel.release(), pfn=0, participants=observed,
         dmesg=tuple(str(r) for r in records[-200:]),
         hardware_corrupted_delta_kb=hw_delta,
         badblocks=tuple(pmem.badblocks(namespace)),

@@ -1,10 +1,18 @@
-"""Play a scenario on a mounted fsdax filesystem and record what happened."""
+"""Play a scenario's timeline on a mounted fsdax filesystem and record what happened.
+
+:func:`run` sets the scene (the file, the participants with their kill
+policies and threads), then carries out the scenario's steps in order
+(:mod:`mfinject.scenarios.steps`), each through its own small method of
+:class:`_Play`, and builds the :class:`Observation` from what they saw.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import random
 import signal
 import time
 from dataclasses import dataclass
@@ -14,18 +22,33 @@ from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS, UNPOISON_PFN, Injection
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.tracer import Tracer
-from mfinject.participant import (Participant, ParticipantError, Reply, Timed, cast,
-                                  reply_text)
-from mfinject.scenarios import DEFAULT, PMD_SIZE, Scenario
+from mfinject.participant import (Participant, ParticipantError, ParticipantHung, Reply, Timed,
+                                  cast, reply_text)
+from mfinject.scenarios import DEFAULT, PMD_SIZE, Proc, Scenario
+from mfinject.scenarios import steps as st
+from mfinject.scenarios.observation import (Observation, ParticipantObs, SigbusObs,
+                                            StepObs)
 from mfinject.syscalls import PAGE_SIZE
 from mfinject.undo import UndoStack
 
 log = logging.getLogger(__name__)
 
+__all__ = ["FILL", "NotMeaningful", "Observation", "ParticipantObs", "ScenarioError",
+           "SigbusObs", "choose_layout", "run"]
+
 FILE_SIZE = 2 << 20
 FILL = 0x5A  # every byte of the scenario file
 SETTLE_QUIET_S = 0.5
 SETTLE_LIMIT_S = 10.0
+PTE_WINDOW_PAGES = 8     # a PTE mapper's window
+MAX_OFFSET_PAGE = 64     # its first file page is drawn from [1, MAX_OFFSET_PAGE)
+PIN_DELAY_MS = 3000  # how long the O_DIRECT read that pins the page stays in flight
+PIN_SETTLE_S = 0.5   # after starting it, before the injection
+# each participant maps at its own address, 1 GiB apart (2 MiB-aligned for a
+# PMD): two processes forked alike would otherwise get the same one, and a
+# kernel reporting one's address to the other would go unnoticed
+MAP_BASE = 0x7D0000000000
+MAP_STRIDE = 1 << 30
 
 
 class ScenarioError(MfinjectError):
@@ -36,8 +59,26 @@ class NotMeaningful(ScenarioError):
     """The scenario does not apply to this filesystem (say, reflink on ext4)."""
 
 
-PIN_DELAY_MS = 3000  # how long the O_DIRECT read that pins the page stays in flight
-PIN_SETTLE_S = 0.5   # after starting it, before the injection
+SEEDED = "seeded"  # the poisoned page drawn from the seed (the default)
+FIRST = "first"    # page 0 of a mapping at file offset 0, as the suite poisoned until v0.3
+LAYOUTS = (SEEDED, FIRST)
+
+
+def choose_layout(scenario: Scenario, seed: int, fs_name: str, how: str = SEEDED) -> st.Layout:
+    """Where the poisoned page lies, drawn from the seed: never page 0 of a mapping,
+    and (PTE windows) never a mapping at file offset 0. A PMD window is the file's
+    first 2 MiB (a PMD needs a 2 MiB-aligned file offset), poisoned in its middle.
+    ``how`` = FIRST gives page 0 of the window, at file offset 0."""
+    if how == FIRST or scenario.whole_device:
+        return st.Layout(0, PMD_SIZE // PAGE_SIZE if scenario.pmd else PTE_WINDOW_PAGES, 0)
+    rng = random.Random(f"{seed}:{scenario.name}:{fs_name}")
+    if scenario.pmd:
+        pages = PMD_SIZE // PAGE_SIZE
+        return st.Layout(0, pages, rng.randrange(pages // 4, 3 * pages // 4))
+    # neither the window's first page nor its last: a kernel that unmapped from the
+    # mapping's start to the page, or from the page to the end, is told apart
+    return st.Layout(rng.randrange(1, MAX_OFFSET_PAGE), PTE_WINDOW_PAGES,
+                     rng.randrange(1, PTE_WINDOW_PAGES - 1))
 
 
 class _OnThread:
@@ -53,80 +94,27 @@ class _OnThread:
         return self.p.request("on_thread", thread=self.thread, do=op, args=args)
 
 
-@dataclass(frozen=True)
-class SigbusObs:
-    code: str
-    addr: int
-    addr_lsb: int
-    after_ms: float  # since the injection call was issued
+@dataclass
+class _Person:
+    """One participant and what the steps learnt of it."""
 
-
-@dataclass(frozen=True)
-class ParticipantObs:
-    name: str
-    role: str
-    pid: int
-    maps: bool
-    policy: str
-    vaddr: int | None
-    pfn_before: int | None
-    sigbus: tuple[SigbusObs, ...]
-    other_signals: tuple[str, ...]
-    exit: str  # "alive", "killed by SIGBUS", "exited 0", ...
-    mapped_after: bool | None
-    pfn_after: int | None
-    injection: str | None  # the injector's own call: "ok", an error, "caller killed"
-    # pages of the mapped range still present after the injection, of how many
-    range_present: int | None = None
-    range_pages: int | None = None
-    # a later load from the mapping: "SIGBUS <code>", "old data", "data 0x..", or None
-    access: str | None = None
-    access_sigbus: SigbusObs | None = None
-    # a pread() of the poisoned page after the injection: "old data", an error
+    proc: Proc
+    p: Participant
+    kill_policy: str = "?"
+    vaddr: int | None = None
+    file: str = st.MAIN  # the file its window maps
+    range_before: str | None = None
+    # after the injection: (poisoned page present, its pfn, pages present, bits)
+    after: tuple[bool | None, int | None, int | None, str | None] = (None, None, None, None)
+    access: tuple[str, SigbusObs | None] | None = None
+    signals_before_access: int | None = None
     read: str | None = None
-    # the injecting process's write of the PFN to unpoison-pfn afterwards
-    unpoison: str | None = None
-    # which of its threads took the first SIGBUS: "main thread", "thread 2"
-    signal_thread: str | None = None
-    # PR_MCE_KILL_GET of its main thread before the injection
-    kill_policy: str | None = None
-    # file I/O on the poisoned page after the injection: (operation, result)
     io: tuple[tuple[str, str], ...] = ()
-    # the pin held over the injection, and how it ended
     pin: str | None = None
-    # the second injection's outcome (inject_twice)
+    unpoison: str | None = None
+    injection: str | None = None
     injection2: str | None = None
-
-
-@dataclass(frozen=True)
-class Observation:
-    scenario: str
-    title: str
-    injector: str
-    fs: str
-    path: str
-    kernel: str
-    pfn: int
-    participants: tuple[ParticipantObs, ...]
-    dmesg: tuple[str, ...]
-    hardware_corrupted_delta_kb: int
-    badblocks: tuple[str, ...]
-    duration_s: float
-    # the memory-failure path the injection took, from the function tracer
-    path_observed: str = "not traced"
-    trace_calls: tuple[str, ...] = ()
-    memory_failure_events: tuple[str, ...] = ()
-    # facts about the whole run, by name: node memory_failure counters, seeds, ...
-    facts: tuple[tuple[str, str], ...] = ()
-
-    def fact(self, name: str) -> str | None:
-        return dict(self.facts).get(name)
-
-    def participant(self, name: str) -> ParticipantObs:
-        for p in self.participants:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+    wrote: str | None = None
 
 
 def _exit_text(status: int | None) -> str:
@@ -140,29 +128,415 @@ def _exit_text(status: int | None) -> str:
     return f"exited {status}"
 
 
-def _confirm_extent_pfn(tracer: Tracer, namespace: pmem.Namespace, path: str) -> None:
-    """The extent map's PFN is the page's own: checked on the file's page 1.
+def _bits(entries: list[pagemap.PagemapEntry]) -> str:
+    return "".join("1" if e.present else "0" for e in entries)
+
+
+POLICY_NAMES = {syscalls.PR_MCE_KILL_EARLY: "early", syscalls.PR_MCE_KILL_LATE: "late",
+                syscalls.PR_MCE_KILL_DEFAULT: "default"}
+
+
+def _check_meaningful(scenario: Scenario, mount: fs.Mount) -> None:
+    if scenario.only_path and mount.mf_path != scenario.only_path:
+        raise NotMeaningful(f"{scenario.name} on {mount.kind.name} ({mount.mf_path} path): "
+                            + scenario.why_limited)
+    if scenario.needs_reflink and not mount.reflink:
+        raise NotMeaningful(f"{scenario.name} needs shared extents: {mount.kind.name} has "
+                            "no reflink")
+    if scenario.since:
+        v = kernel.Version.parse(kernel.release())
+        if (v.major, v.minor) < scenario.since:
+            raise NotMeaningful(f"{scenario.name} on {kernel.release()}: "
+                                + scenario.why_limited)
+
+
+class _Play:
+    """The state of one run of a scenario, and one method per kind of step."""
+
+    def __init__(self, scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
+                 trace_session: ftrace.FunctionTrace | None, layout: st.Layout,
+                 tracer: Tracer) -> None:
+        self.scenario, self.mount, self.namespace = scenario, mount, namespace
+        self.trace_session, self.layout, self.tracer = trace_session, layout, tracer
+        self.injector = INJECTORS[scenario.injector](namespace)
+        self.files = {st.MAIN: fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE,
+                                              fill=FILL, align=scenario.pmd)}
+        self.people: dict[str, _Person] = {}
+        self.pfns: dict[str, int] = {}
+        self.pin_device: str | None = None
+        self.shift: dict[str, int] = {st.MAIN: 0}  # where each file holds the main file's pages
+        self.pins: list[_Person] = []  # O_DIRECT reads in flight, to be waited for
+        self.t0: int | None = None
+        self.injection: Injection | None = None
+        self.inj_window = Timed(None)
+        self.hw_before = 0
+        self.mf_before: dict[str, int] = {}
+        self.trace: ftrace.Trace | None = None
+        self.observed_after = False
+        self.hung: str | None = None  # a call the kernel never returned from
+        self.done: list[StepObs] = []
+
+    # -- helpers --------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        return self.layout.pages * PAGE_SIZE
+
+    def file_offset(self, file: str) -> int:
+        """The poisoned page's byte offset in ``file``."""
+        return (self.layout.file_page + self.shift[file]) * PAGE_SIZE
+
+    def window_offset(self, file: str) -> int:
+        return (self.layout.offset_page + self.shift[file]) * PAGE_SIZE
+
+    def address_for(self, who: _Person) -> int:
+        return MAP_BASE + MAP_STRIDE * (1 + list(self.people).index(who.proc.name))
+
+    def poison_addr(self, who: _Person) -> int | None:
+        return None if who.vaddr is None else who.vaddr + self.layout.index * PAGE_SIZE
+
+    @property
+    def pfn(self) -> int:
+        if len(set(self.pfns.values())) != 1:
+            raise ScenarioError(f"mappers see different pfns (or none): {self.pfns}")
+        return next(iter(self.pfns.values()))
+
+    def t0_or_now(self) -> int:
+        return self.t0 if self.t0 is not None else time.monotonic_ns()
+
+    def _state(self, who: _Person) -> tuple[bool | None, int | None, int | None, str | None]:
+        """The poisoned page's entry and the window's present bits: now, or when a
+        fatal signal stopped the process."""
+        if who.vaddr is None:
+            return None, None, None, None
+        try:
+            if who.p.alive:
+                entries = pagemap.read_range(who.p.pid, who.vaddr, self.window)
+            else:
+                raws = [r for ev in who.p.log.signals for a, r in ev.pagemap if a == who.vaddr]
+                entries = [pagemap.PagemapEntry(r) for r in (raws[-1] if raws else ())]
+        except OSError:  # the process went away between the check and the read
+            entries = []
+        if len(entries) < self.layout.pages:
+            return None, None, None, None
+        page = entries[self.layout.index]
+        return page.present, page.pfn, sum(e.present for e in entries), _bits(entries)
+
+    def observe_after(self) -> None:
+        """The mappings as the injection left them: taken once, before any later step."""
+        if self.observed_after or self.t0 is None:
+            return
+        self.observed_after = True
+        for who in self.people.values():
+            if who.vaddr is not None:
+                who.after = self._state(who)
+
+    def access(self, who: _Person, addr: int) -> str:
+        """Load one byte; a SIGBUS ends the participant and is the answer."""
+        p = who.p
+        before = len(p.log.signals)
+        if who.signals_before_access is None and self.t0 is not None:
+            who.signals_before_access = before
+        reply = p.request("touch", addr=addr)
+        new = [ev for ev in p.log.signals[before:] if ev.signo == signal.SIGBUS]
+        if new:
+            ev = new[0]
+            who.access = (f"SIGBUS {ev.code_name}",
+                          SigbusObs(ev.code_name, ev.addr, ev.addr_lsb,
+                                    (ev.at_ns - self.t0_or_now()) / 1e6))
+        elif reply is None:
+            who.access = (f"died ({p.log.exit_status})", None)
+        elif not reply.ok:
+            who.access = (f"error {reply.error}", None)
+        else:
+            who.access = ("old data" if reply.value == FILL else f"data {reply.value:#x}", None)
+        return who.access[0]
+
+    def step_hung(self, step: st.Step, e: ParticipantHung) -> str:
+        """A step after the injection never returned: the kernel is stuck in it."""
+        name = getattr(step, "who", None) or self.scenario.injection.who
+        pid = self.people[name].p.pid
+        self.hung = (f"{step.describe()}: no return within {self.people[name].p.timeout_s:.0f} "
+                     f"s: " + kernel.stuck_stack(pid))
+        log.error("%s: %s (%s)", self.scenario.name, self.hung, e)
+        self.tracer.pump()
+        return "hung"
+
+    def play(self, step: st.Step) -> None:
+        """Carry out one step and record what it came to."""
+        try:
+            outcome = getattr(self, type(step).__name__.lower())(step)
+        except ParticipantHung as e:
+            if self.t0 is None:  # before any poison: the scene could not be set
+                raise ScenarioError(f"{step.describe()}: {e}") from e
+            outcome = self.step_hung(step, e)
+        self.done.append(StepObs(step.describe(), outcome))
+
+    def injection_hung(self) -> None:
+        """Collect what the tracer has queued: the injection never returned."""
+        self.tracer.pump()
+
+    def mount_facts(self) -> list[tuple[str, str]]:
+        """The filesystem's features as read back after mkfs and mount."""
+        features = getattr(self.mount, "features", None)
+        return list(features.as_facts()) if features is not None else []
+
+    # -- the steps ------------------------------------------------------------
+    def clone(self, s: st.Clone) -> str:
+        self.files[s.dst] = self.mount.path(f"{self.scenario.name}.{s.dst}")
+        try:
+            fs.reflink_range(self.files[s.src], self.files[s.dst], FILE_SIZE,
+                             (self.shift[s.src] + s.shift_pages) * PAGE_SIZE)
+            self.shift[s.dst] = self.shift[s.src] + s.shift_pages
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # e.g. XFS before v6.2 shares no blocks of a file with the DAX flag
+            raise NotMeaningful(f"{self.scenario.name} on {self.mount.kind.name}: FICLONE of a "
+                                f"DAX file refused ({e.strerror}): this kernel shares no blocks "
+                                "between DAX files here") from e
+        fs.verify_dax(self.files[s.dst])
+        return "ok"
+
+    def map(self, s: st.Map) -> str:
+        who = self.people[s.who]
+        p = who.p
+        addr = p.call("mmap", path=self.files[s.file], offset=self.window_offset(s.file),
+                      length=self.window, at=self.address_for(who))
+        who.vaddr, who.file = addr, s.file
+        self.tracer.watch(p.pid, addr, self.window)
+        if not s.fault:
+            return f"mapped at {addr:#x}"
+        with ftrace.trace_injection(self.trace_session) as fault_trace:
+            for i in range(1 if self.scenario.pmd else self.layout.pages):
+                p.call("touch", addr=addr + i * PAGE_SIZE)
+        if self.scenario.pmd:
+            got = [res for a, res in fault_trace.pmd_faults if a == addr]
+            if "NOPAGE" not in got:
+                raise ScenarioError(
+                    f"{s.who}: no PMD mapping at {addr:#x} (fs_dax:dax_pmd_fault_done: "
+                    f"{got or 'no event'}): the file's extent is not 2 MiB-aligned on "
+                    f"{self.mount.kind.name}")
+        entries = pagemap.read_range(p.pid, addr, self.window)
+        who.range_before = _bits(entries)
+        pfn = entries[self.layout.index].pfn
+        if pfn is None or "0" in who.range_before:
+            raise ScenarioError(f"{s.who}: pages of {addr:#x} not present after a touch of "
+                                f"each: {who.range_before}")
+        if not self.namespace.contains_pfn(pfn):
+            raise ScenarioError(
+                f"{s.who}: {self.files[s.file]} maps pfn {pfn:#x}, outside "
+                f"{self.namespace.name} {self.namespace.describe_range()}: the mapping is not DAX")
+        self.pfns[s.who] = pfn
+        return f"mapped at {addr:#x}, poisoned page pfn {pfn:#x}"
+
+    def touch(self, s: st.Touch) -> str:
+        """Before the injection, a fault that brings the page in; after it, a load whose
+        answer (data or SIGBUS) is the participant's access."""
+        who = self.people[s.who]
+        addr = self.poison_addr(who)
+        if addr is None:
+            raise ScenarioError(f"{s.who} loads from a mapping it does not have")
+        if self.t0 is None:
+            who.p.call("touch", addr=addr)
+            entries = pagemap.read_range(who.p.pid, who.vaddr, self.window)  # type: ignore[arg-type]
+            who.range_before = _bits(entries)
+            pfn = entries[self.layout.index].pfn
+            if pfn is None:
+                raise ScenarioError(f"{s.who}: the page at {addr:#x} is not present after a touch")
+            self.pfns[s.who] = pfn
+            return f"faulted, pfn {pfn:#x}"
+        self.observe_after()
+        outcome = self.access(who, addr)
+        self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+        return outcome
+
+    def unmap(self, s: st.Unmap) -> str:
+        who = self.people[s.who]
+        who.p.call("munmap", addr=who.vaddr)
+        self.tracer.tracees[who.p.pid].watch.clear()
+        return "ok"
+
+    def truncate(self, s: st.Truncate) -> str:
+        os.truncate(self.files[s.file], 0)
+        os.sync()
+        return "ok"
+
+    def unlink(self, s: st.Unlink) -> str:
+        os.unlink(self.files[s.file])
+        os.sync()
+        return "ok"
+
+    def findpfn(self, s: st.FindPfn) -> str:
+        path = self.files[s.file]
+        pfn = (pmem.data_start(self.namespace) + fs.physical_offset(path, self.file_offset(s.file))
+               ) // PAGE_SIZE
+        if not self.namespace.contains_pfn(pfn):
+            raise ScenarioError(f"{path}: its page {self.layout.file_page} maps to pfn "
+                                f"{pfn:#x}, outside {self.namespace.name}")
+        _confirm_extent_pfn(self.tracer, self.namespace, path, self.layout.file_page + 1)
+        self.pfns["(extent map)"] = pfn
+        return f"pfn {pfn:#x}"
+
+    def pin(self, s: st.Pin) -> str:
+        who = self.people[s.who]
+        if s.how == "io_uring":
+            who.pin = reply_text(who.p.request("io_uring_register", addr=self.poison_addr(who),
+                                               length=PAGE_SIZE), "registered")
+            return who.pin
+        # through op_after: the read reports when it ran, to prove it was in
+        # flight across the injection
+        who.p.call("start_on_thread", thread=1, do="after", args={
+            "seconds": 0, "do": "odirect_into",
+            "args": {"device": self.pin_device, "addr": self.poison_addr(who),
+                     "length": PAGE_SIZE}})
+        self.pins.append(who)
+        time.sleep(PIN_SETTLE_S)
+        return "O_DIRECT read started"
+
+    def inject(self, s: st.Inject) -> str:
+        who = self.people[s.who]
+        by = _OnThread(who.p, s.thread) if s.thread else who.p
+        if self.injection is not None:  # again, on the poisoned page
+            who.injection2 = self.injector.inject(by, self.poison_addr(who), self.pfn).outcome()
+            self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            return who.injection2
+        pfn = self.pfn
+        addrs = [self.poison_addr(w) for w in self.people.values() if w.vaddr is not None]
+        if len(set(addrs)) != len(addrs):
+            raise ScenarioError(f"two mappers map the poisoned page at one address ({addrs}): "
+                                "a signal sent to the wrong one could not be told apart")
+        self.hw_before = kernel.hardware_corrupted_kb()
+        self.mf_before = kernel.memory_failure_stats()
+        self.t0 = time.monotonic_ns()
+        with ftrace.trace_injection(self.trace_session) as trace:
+            self.trace = trace
+            try:
+                self.injection = self.injector.inject(by, self.poison_addr(who), pfn)
+                self.inj_window = Timed(self.injection.reply, self.t0, time.monotonic_ns())
+            except ParticipantError as e:
+                # the call never returned: the kernel is stuck in it
+                hung = f"no return within {who.p.timeout_s:.0f} s: " + kernel.stuck_stack(
+                    who.p.pid)
+                log.error("%s: %s (%s)", self.scenario.name, hung, e)
+                self.injection = Injection(self.injector.name, who.p.name, pfn,
+                                           self.poison_addr(who), None, hung=hung)
+                self.hung = hung
+            self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+        who.injection = self.injection.outcome()
+        if not self.injection.hung:
+            for pinned in self.pins:
+                pinned.pin = _pin_outcome(pinned.p, self.inj_window)
+        return who.injection
+
+    def unpoison(self, s: st.Unpoison) -> str:
+        who = self.people[s.who]
+        self.observe_after()
+        who.unpoison = reply_text(who.p.request("write_file", path=UNPOISON_PFN,
+                                                data=f"{self.pfn:#x}\n"))
+        self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+        return who.unpoison
+
+    def mapafter(self, s: st.MapAfter) -> str:
+        who = self.people[s.who]
+        self.observe_after()
+        reply = who.p.request("mmap", path=self.files[s.file], offset=self.window_offset(s.file),
+                              length=self.window, at=self.address_for(who))
+        if reply is None or not reply.ok:
+            return f"mmap: {reply_text(reply, died='died')}"
+        who.vaddr, who.file = reply.value, s.file
+        return self.access(who, self.poison_addr(who))  # type: ignore[arg-type]
+
+    def pread(self, s: st.Pread) -> str:
+        who = self.people[s.who]
+        self.observe_after()
+        reply = who.p.request("pread", path=self.files[s.file], offset=self.file_offset(s.file),
+                              length=PAGE_SIZE)
+        data = reply.value if reply is not None else None
+        who.read = reply_text(reply, "old data" if data == [FILL] else f"data {data}",
+                              died="died")
+        return who.read
+
+    def fileio(self, s: st.FileIO) -> str:
+        who = self.people[s.who]
+        self.observe_after()
+        reply = who.p.request("file_io", path=self.files[s.file], offset=self.file_offset(s.file),
+                              fill=FILL)
+        io = reply.value if reply is not None and reply.ok else {"file_io": reply_text(reply)}
+        who.io = tuple(io.items())
+        return "; ".join(f"{k}: {v}" for k, v in who.io)
+
+    def write(self, s: st.Write) -> str:
+        who = self.people[s.who]
+        self.observe_after()
+        who.wrote = reply_text(who.p.request("pwrite", path=self.files[s.file],
+                                             offset=self.file_offset(s.file),
+                                             data=[FILL ^ 0xFF] * 16),
+                               "16 bytes written", died="died")
+        return who.wrote
+
+    def probe(self, s: st.Probe) -> str:
+        self.observe_after()
+        out = []
+        for name in self.scenario.mappers():
+            who = self.people[name]
+            if who.p.alive and who.access is None:
+                out.append(f"{name}: {self.access(who, self.poison_addr(who))}")  # type: ignore[arg-type]
+        self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+        return "; ".join(out) or "nobody left to probe"
+
+    # -- the observation --------------------------------------------------------
+    def participant_obs(self, who: _Person, t0: int) -> ParticipantObs:
+        p, name = who.p, who.proc.name
+        end = who.signals_before_access
+        bus = [ev for ev in p.log.signals[:end] if ev.signo == signal.SIGBUS]
+        mapped, pfn_after, present, bits = who.after
+        maps = self.scenario.maps(name)
+        return ParticipantObs(
+            name=name, role=self.scenario.describe(name), pid=p.pid, maps=maps,
+            policy=who.proc.policy, vaddr=who.vaddr, pfn_before=self.pfns.get(name),
+            sigbus=tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, (ev.at_ns - t0) / 1e6)
+                         for ev in bus),
+            other_signals=tuple(ev.signal_name for ev in p.log.signals
+                                if ev.signo != signal.SIGBUS),
+            exit=_exit_text(p.log.exit_status), mapped_after=mapped, pfn_after=pfn_after,
+            injection=who.injection, range_present=present,
+            range_pages=self.layout.pages if maps else None,
+            access=who.access[0] if who.access else None,
+            access_sigbus=who.access[1] if who.access else None,
+            read=who.read, unpoison=who.unpoison,
+            signal_thread=p.thread_name(bus[0].tid) if bus else None,
+            kill_policy=who.kill_policy, io=who.io, pin=who.pin, injection2=who.injection2,
+            wrote=who.wrote,
+            poison_addr=self.poison_addr(who),
+            map_offset_page=self.window_offset(who.file) // PAGE_SIZE if maps else None,
+            poison_index=self.layout.index if maps else None,
+            range_before=who.range_before, range_after=bits,
+        )
+
+
+def _confirm_extent_pfn(tracer: Tracer, namespace: pmem.Namespace, path: str, page: int) -> None:
+    """The extent map's PFN is the page's own: checked on another page of the file.
 
     FIEMAP gives where a block lies in the filesystem; the namespace's data
     start turns that into a PFN. A wrong sum would poison another page, and
-    on the generic path could still pass (EBUSY either way). Page 0, the one
-    poisoned, must stay never mapped, so a fresh process maps and faults page
-    1 instead and pagemap must give the PFN the same sum gives for it.
+    on the generic path could still pass (EBUSY either way). The poisoned
+    page must stay never mapped, so a fresh process maps and faults ``page``
+    instead and pagemap must give the PFN the same sum gives for it.
     """
-    want = (pmem.data_start(namespace) + fs.physical_offset(path, PAGE_SIZE)) // PAGE_SIZE
+    want = (pmem.data_start(namespace) + fs.physical_offset(path, page * PAGE_SIZE)) // PAGE_SIZE
     # its own process, closed alone (a nested cast() would kill every traced
     # participant of the scenario on its way out)
     x = Participant("X", tracer)
     try:
-        addr = x.call("mmap", path=path, offset=PAGE_SIZE, length=PAGE_SIZE)
+        addr = x.call("mmap", path=path, offset=page * PAGE_SIZE, length=PAGE_SIZE)
         x.call("touch", addr=addr)
         got = pagemap.read_entry(x.pid, addr).pfn
     finally:
         x.close()
     if got != want:
-        raise ScenarioError(f"{path}: the extent map gives pfn {want:#x} for page 1, but the "
-                            f"page mapped there is pfn {got if got is None else hex(got)}: the "
-                            "extent-map pfn of page 0 cannot be trusted either")
+        raise ScenarioError(f"{path}: the extent map gives pfn {want:#x} for page {page}, but "
+                            f"the page mapped there is pfn {got if got is None else hex(got)}: "
+                            "the extent-map pfn of the poisoned page cannot be trusted either")
 
 
 def _pin_outcome(p: Participant, injection: Timed) -> str:
@@ -188,310 +562,73 @@ def _pin_outcome(p: Participant, injection: Timed) -> str:
     return f"O_DIRECT read in flight at the injection: {done}"
 
 
-def _mapping_state(p: Participant, addr: int | None, length: int
-                   ) -> tuple[bool | None, int | None, int | None]:
-    """Present bit and PFN of the first page, and how many pages of the range are
-    present: now, or when a fatal signal stopped the process."""
-    if addr is None:
-        return None, None, None
-    if p.alive:
-        entries = pagemap.read_range(p.pid, addr, length)
-        return entries[0].present, entries[0].pfn, sum(e.present for e in entries)
-    raws = [raw for ev in p.log.signals for a, raw in ev.pagemap if a == addr]
-    counts = [n for ev in p.log.signals for a, n in ev.present if a == addr]
-    if not raws:
-        return None, None, None
-    entry = pagemap.PagemapEntry(raws[-1])
-    return entry.present, entry.pfn, counts[-1] if counts else None
+def _cast(play: _Play, people: dict[str, Participant]) -> None:
+    """Start every participant with its kill policy and threads."""
+    for proc in play.scenario.procs:
+        p = Participant(proc.name, play.tracer, policy_before_fork=proc.policy_before_fork)
+        people[proc.name] = p
+        if proc.policy != DEFAULT:
+            p.call("mce_kill", policy=proc.policy)
+        if proc.threads:
+            p.start_threads(proc.threads)
+        for thread, pol in proc.thread_policies:
+            p.call("on_thread", thread=thread, do="mce_kill", args={"policy": pol})
+        play.people[proc.name] = _Person(proc, p, POLICY_NAMES.get(p.call("mce_kill_get"), "?"))
 
 
-def _probe_access(p: Participant, addr: int, t0: int) -> tuple[str, SigbusObs | None]:
-    """Load one byte again; a SIGBUS ends the participant and is the answer."""
-    before = len(p.log.signals)
-    reply = p.request("touch", addr=addr)
-    new = [ev for ev in p.log.signals[before:] if ev.signo == signal.SIGBUS]
-    if new:
-        ev = new[0]
-        return f"SIGBUS {ev.code_name}", SigbusObs(ev.code_name, ev.addr, ev.addr_lsb,
-                                                    (ev.at_ns - t0) / 1e6)
-    if reply is None:
-        return f"died ({p.log.exit_status})", None
-    if not reply.ok:
-        return f"error {reply.error}", None
-    return ("old data" if reply.value == FILL else f"data {reply.value:#x}"), None
-
-
-POLICY_NAMES = {syscalls.PR_MCE_KILL_EARLY: "early", syscalls.PR_MCE_KILL_LATE: "late",
-                syscalls.PR_MCE_KILL_DEFAULT: "default"}
-
-
-def _check_meaningful(scenario: Scenario, mount: fs.Mount) -> None:
-    if scenario.only_path and mount.kind.path != scenario.only_path:
-        raise NotMeaningful(f"{scenario.name} on {mount.kind.name} ({mount.kind.path} path): "
-                            + scenario.why_limited)
-    if scenario.since:
-        v = kernel.Version.parse(kernel.release())
-        if (v.major, v.minor) < scenario.since:
-            raise NotMeaningful(f"{scenario.name} on {kernel.release()}: "
-                                + scenario.why_limited)
-
-
-def _files(scenario: Scenario, mount: fs.Mount) -> dict[str, str]:
-    path = fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE, fill=FILL,
-                          align=scenario.map_size >= PMD_SIZE)
-    files = {"main": path}
-    if scenario.needs_reflink:
-        if not mount.kind.reflink:
-            raise NotMeaningful(f"{scenario.name} needs shared extents: {mount.kind.name} has "
-                                "no reflink (only xfs-rmapbt is made with reflink=1)")
-        files["clone"] = mount.path(f"{scenario.name}.clone")
-        fs.reflink_copy(path, files["clone"])
-        fs.verify_dax(files["clone"])
-    return files
-
-
-def _hung_observation(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
-                      people: dict[str, Participant], vaddrs: dict[str, int],
-                      pfns: dict[str, int], pfn: int, injection: Injection,
-                      records: list[object], started: float, path: str) -> Observation:
-    """What a scenario saw up to an injection that never returned."""
-    people[scenario.injecting_role.name].tracer.pump()
-    observed = []
-    for r in scenario.roles:
-        p = people[r.name]
-        mapped, pfn_after, present = _mapping_state(p, vaddrs.get(r.name), scenario.map_size)
-        observed.append(ParticipantObs(
-            name=r.name, role=r.describe(), pid=p.pid, maps=r.maps, policy=r.policy,
-            vaddr=vaddrs.get(r.name), pfn_before=pfns.get(r.name),
-            sigbus=tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, 0.0)
-                         for ev in p.log.signals if ev.signo == signal.SIGBUS),
-            other_signals=tuple(ev.signal_name for ev in p.log.signals
-                                if ev.signo != signal.SIGBUS),
-            exit=_exit_text(p.log.exit_status),
-            mapped_after=mapped, pfn_after=pfn_after,
-            injection=injection.outcome() if r.injects else None,
-            range_present=present, range_pages=scenario.map_size // PAGE_SIZE if r.maps else None,
-        ))
+def _observation(play: _Play, records: list[object], started: float) -> Observation:
+    injection = play.injection
+    hung = injection is not None and injection.hung  # nothing after it was measured
+    t0 = play.t0_or_now()
+    trace = play.trace
+    facts = [("layout", play.layout.describe()), *play.mount_facts()]
+    if play.hung:
+        facts.append(("kernel_hung", play.hung))
+    if not hung:
+        facts += [("memory_failure_stats",
+                   kernel.stats_delta(play.mf_before, kernel.memory_failure_stats())),
+                  ("nd_bus_commands", pmem.bus_commands(play.namespace))]
     return Observation(
-        scenario=scenario.name, title=scenario.title, injector=scenario.injector,
-        fs=mount.kind.name, path=mount.kind.path, kernel=kernel.release(), pfn=pfn,
-        participants=tuple(observed), dmesg=tuple(str(r) for r in records),
-        hardware_corrupted_delta_kb=0, badblocks=(),
-        duration_s=round(time.monotonic() - started, 3), path_observed=path,
-        facts=(("kernel_hung", injection.hung or ""),),
+        scenario=play.scenario.name, title=play.scenario.title, injector=play.scenario.injector,
+        fs=play.mount.kind.name, path=play.mount.mf_path, kernel=kernel.release(),
+        pfn=play.pfn,
+        participants=tuple(play.participant_obs(w, t0) for w in play.people.values()),
+        dmesg=tuple(str(r) for r in records),
+        hardware_corrupted_delta_kb=0 if hung else kernel.hardware_corrupted_kb() - play.hw_before,
+        badblocks=() if hung else tuple(pmem.badblocks(play.namespace)),
+        duration_s=round(time.monotonic() - started, 3),
+        path_observed=trace.path if trace else "not traced",
+        trace_calls=() if hung or not trace else tuple(trace.calls),
+        memory_failure_events=() if hung or not trace else tuple(trace.events),
+        facts=tuple(facts), steps=tuple(play.done),
     )
 
 
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
-        trace_session: ftrace.FunctionTrace | None = None) -> Observation:
+        trace_session: ftrace.FunctionTrace | None = None, seed: int = 0,
+        layout: str = SEEDED) -> Observation:
     started = time.monotonic()
     _check_meaningful(scenario, mount)
-    files = _files(scenario, mount)
-    path = files["main"]
-    injector = INJECTORS[scenario.injector](namespace)
     tracer = Tracer()
-    pin_device = None
+    play = _Play(scenario, mount, namespace, trace_session,
+                 choose_layout(scenario, seed, mount.kind.name, layout), tracer)
+    log.info("%s: %s", scenario.name, play.layout.describe())
     with UndoStack() as undo, cast(tracer) as people, contextlib.ExitStack() as stack:
-        if any(r.pin == "odirect" for r in scenario.roles):
+        if any(isinstance(s, st.Pin) and s.how == "odirect" for s in scenario.steps):
             try:
-                pin_device = stack.enter_context(pin.delayed_device(PIN_DELAY_MS))
+                play.pin_device = stack.enter_context(pin.delayed_device(PIN_DELAY_MS))
             except pin.PinError as e:
                 raise ScenarioError(f"cannot pin a page with O_DIRECT: {e}") from e
         if scenario.early_kill_sysctl:
             undo.sysctl("vm.memory_failure_early_kill", str(scenario.early_kill_sysctl))
-        vaddrs: dict[str, int] = {}
-        pfns: dict[str, int] = {}
-        policies: dict[str, str] = {}
-        for role in scenario.roles:
-            p = Participant(role.name, tracer, policy_before_fork=role.policy_before_fork)
-            people[role.name] = p
-            if role.policy != DEFAULT:
-                p.call("mce_kill", policy=role.policy)
-            if role.threads:
-                p.start_threads(role.threads)
-            for thread, pol in role.thread_policies:
-                p.call("on_thread", thread=thread, do="mce_kill", args={"policy": pol})
-            policies[role.name] = POLICY_NAMES.get(p.call("mce_kill_get"), "?")
-            if role.maps and not role.maps_after:
-                addr = p.call("mmap", path=files[role.maps_file], offset=0,
-                              length=scenario.map_size)
-                with ftrace.trace_injection(trace_session) as fault_trace:
-                    p.call("touch", addr=addr)
-                if scenario.map_size >= PMD_SIZE:
-                    got = [res for a, res in fault_trace.pmd_faults if a == addr]
-                    if "NOPAGE" not in got:
-                        raise ScenarioError(
-                            f"{role.name}: no PMD mapping at {addr:#x} (fs_dax:dax_pmd_fault_done:"
-                            f" {got or 'no event'}): the file's extent is not 2 MiB-aligned "
-                            f"on {mount.kind.name}")
-                entry = pagemap.read_entry(p.pid, addr)
-                if entry.pfn is None:
-                    raise ScenarioError(f"{role.name}: page at {addr:#x} not present after a touch")
-                if not namespace.contains_pfn(entry.pfn):
-                    raise ScenarioError(
-                        f"{role.name}: {path} maps pfn {entry.pfn:#x}, outside {namespace.name} "
-                        f"{namespace.describe_range()}: the mapping is not DAX"
-                    )
-                tracer.watch(p.pid, addr, scenario.map_size)
-                vaddrs[role.name] = addr
-                pfns[role.name] = entry.pfn
-        if scenario.pfn_from_extent_map:
-            pfns["(extent map)"] = pmem.data_start(namespace) // PAGE_SIZE + \
-                fs.physical_offset(path, 0) // PAGE_SIZE
-            if not namespace.contains_pfn(pfns["(extent map)"]):
-                raise ScenarioError(f"{path}: its first block maps to pfn "
-                                    f"{pfns['(extent map)']:#x}, outside {namespace.name}")
-            _confirm_extent_pfn(tracer, namespace, path)
-        if len(set(pfns.values())) != 1:
-            raise ScenarioError(f"mappers see different pfns: {pfns}")
-        (pfn,) = set(pfns.values())
-        for role in scenario.roles:
-            if role.unmaps_before:
-                people[role.name].call("munmap", addr=vaddrs[role.name])
-                tracer.tracees[people[role.name].pid].watch.clear()
-        if scenario.truncate_before:
-            os.truncate(path, 0)
-            os.sync()
-        if scenario.unlink_before:
-            os.unlink(path)
-            os.sync()
-
-        pins: dict[str, str] = {}
-        for role in scenario.roles:
-            p = people[role.name]
-            if role.pin == "io_uring":
-                pins[role.name] = reply_text(p.request("io_uring_register", addr=vaddrs[role.name],
-                                                        length=PAGE_SIZE), "registered")
-            elif role.pin == "odirect":
-                # through op_after: the read reports when it ran, to prove it
-                # was in flight across the injection
-                p.call("start_on_thread", thread=1, do="after", args={
-                    "seconds": 0, "do": "odirect_into",
-                    "args": {"device": pin_device, "addr": vaddrs[role.name],
-                             "length": PAGE_SIZE}})
-                time.sleep(PIN_SETTLE_S)
-
-        inj_role = scenario.injecting_role
-        inj_by = people[inj_role.name]
-        injecting = _OnThread(inj_by, inj_role.inject_thread) if inj_role.inject_thread else inj_by
-        hw_before = kernel.hardware_corrupted_kb()
-        mf_before = kernel.memory_failure_stats()
-        injection2 = None
+        _cast(play, people)
         with kmsg.capture() as log_capture:
-            t0 = time.monotonic_ns()
-            inj_window = Timed(None)
-            with ftrace.trace_injection(trace_session) as trace:
-                try:
-                    injection = injector.inject(injecting, vaddrs.get(inj_role.name), pfn)
-                    inj_window = Timed(injection.reply, t0, time.monotonic_ns())
-                except ParticipantError as e:
-                    # the call never returned: the kernel is stuck in it
-                    hung = f"no return within {inj_by.timeout_s:.0f} s: " + kernel.stuck_stack(
-                        inj_by.pid)
-                    log.error("%s: %s (%s)", scenario.name, hung, e)
-                    injection = Injection(injector.name, inj_by.name, pfn,
-                                          vaddrs.get(inj_role.name), None, hung=hung)
-                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            for step in scenario.steps:
+                play.play(step)
+                if play.hung:
+                    # nothing more can be asked of this kernel: record what was seen
+                    play.injection_hung()
+                    break
+            play.observe_after()
             records = log_capture.read()
-            if injection.hung:
-                # nothing more can be asked of this kernel: record what was seen
-                return _hung_observation(scenario, mount, namespace, people, vaddrs, pfns, pfn,
-                                         injection, records, started, trace.path)
-            if scenario.inject_twice:
-                injection2 = injector.inject(injecting, vaddrs.get(inj_role.name), pfn).outcome()
-                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
-            for role in scenario.roles:
-                if role.pin == "odirect":
-                    pins[role.name] = _pin_outcome(people[role.name], inj_window)
-            snapshot = {role.name: _mapping_state(people[role.name], vaddrs.get(role.name),
-                                                  scenario.map_size)
-                        for role in scenario.roles if role.maps and not role.unmaps_before}
-            access = {}
-            reads = {}
-            ios: dict[str, dict[str, str]] = {}
-            unpoison = None
-            if scenario.unpoison_after:
-                reply = people[inj_role.name].request("write_file", path=UNPOISON_PFN,
-                                                      data=f"{pfn:#x}\n")
-                unpoison = reply_text(reply)
-                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
-            for role in scenario.roles:
-                p = people[role.name]
-                if role.maps_after:
-                    addr = p.call("mmap", path=path, offset=0, length=scenario.map_size)
-                    vaddrs[role.name] = addr
-                    access[role.name] = _probe_access(p, addr, t0)
-                if role.reads_after:
-                    reply = p.request("pread", path=path, offset=0, length=PAGE_SIZE)
-                    data = reply.value if reply is not None else None
-                    reads[role.name] = reply_text(
-                        reply, "old data" if data == [FILL] else f"data {data}", died="died")
-                if role.io_after:
-                    reply = p.request("file_io", path=path, offset=0, fill=FILL)
-                    ios[role.name] = (reply.value if reply is not None and reply.ok else
-                                      {"file_io": reply_text(reply)})
-            if scenario.probe_access:
-                for role in scenario.roles:
-                    if role.maps and not role.unmaps_before and not role.maps_after \
-                            and people[role.name].alive:
-                        access[role.name] = _probe_access(people[role.name], vaddrs[role.name], t0)
-                tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
-            records += log_capture.read()
-        hw_delta = kernel.hardware_corrupted_kb() - hw_before
-        mf_delta = kernel.stats_delta(mf_before, kernel.memory_failure_stats())
-
-        observed = []
-        for role in scenario.roles:
-            p = people[role.name]
-            probe = access.get(role.name)
-            n_inject = len(p.log.signals) - (1 if probe and probe[1] is not None else 0)
-            bus = [ev for ev in p.log.signals[:n_inject] if ev.signo == signal.SIGBUS]
-            sigbus = tuple(SigbusObs(ev.code_name, ev.addr, ev.addr_lsb, (ev.at_ns - t0) / 1e6)
-                           for ev in bus)
-            others = tuple(ev.signal_name for ev in p.log.signals if ev.signo != signal.SIGBUS)
-            mapped_after, pfn_after, range_present = snapshot.get(role.name, (None, None, None))
-            observed.append(ParticipantObs(
-                name=role.name,
-                role=role.describe(),
-                pid=p.pid,
-                maps=role.maps,
-                policy=role.policy,
-                vaddr=vaddrs.get(role.name),
-                pfn_before=pfns.get(role.name),
-                sigbus=sigbus,
-                other_signals=others,
-                exit=_exit_text(p.log.exit_status),
-                mapped_after=mapped_after,
-                pfn_after=pfn_after,
-                injection=injection.outcome() if role.injects else None,
-                range_present=range_present,
-                range_pages=scenario.map_size // PAGE_SIZE if role.maps else None,
-                access=probe[0] if probe else None,
-                access_sigbus=probe[1] if probe else None,
-                read=reads.get(role.name),
-                unpoison=unpoison if role.injects else None,
-                signal_thread=p.thread_name(bus[0].tid) if bus and sigbus else None,
-                kill_policy=policies.get(role.name),
-                io=tuple(ios.get(role.name, {}).items()),
-                pin=pins.get(role.name),
-                injection2=injection2 if role.injects else None,
-            ))
-    return Observation(
-        scenario=scenario.name,
-        title=scenario.title,
-        injector=scenario.injector,
-        fs=mount.kind.name,
-        path=mount.kind.path,
-        kernel=kernel.release(),
-        pfn=pfn,
-        participants=tuple(observed),
-        dmesg=tuple(str(r) for r in records),
-        hardware_corrupted_delta_kb=hw_delta,
-        badblocks=tuple(pmem.badblocks(namespace)),
-        duration_s=round(time.monotonic() - started, 3),
-        path_observed=trace.path,
-        trace_calls=tuple(trace.calls),
-        memory_failure_events=tuple(trace.events),
-        facts=(("memory_failure_stats", mf_delta),
-               ("nd_bus_commands", pmem.bus_commands(namespace))),
-    )
+        return _observation(play, records, started)

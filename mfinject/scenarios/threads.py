@@ -9,22 +9,21 @@
   C inherited the policy and gets the AO signal.
 """
 
-from mfinject.scenarios import EARLY, Role, Scenario
+from mfinject.scenarios import EARLY, Inject, Map, Proc, Scenario
 
 MADVISE_THREAD = Scenario(
     "madvise-thread", "madvise() from thread 2 of a three-thread process", "madvise",
-    (Role("A", maps=True, injects=True, threads=2, inject_thread=2),),
+    (Proc("A", threads=2),), (Map("A"), Inject("A", thread=2)),
 )
 CORRUPT_PFN_EARLY_THREAD = Scenario(
     "corrupt-pfn-early-thread", "corrupt-pfn; only thread 2 of the mapper asked for early kill",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True),
-     Role("C", maps=True, threads=2, thread_policies=((2, EARLY),))),
+    (Proc("I"), Proc("C", threads=2, thread_policies=((2, EARLY),))), (Map("C"), Inject("I")),
 )
 CORRUPT_PFN_FORK_EARLY = Scenario(
     "corrupt-pfn-fork-early", "corrupt-pfn; the mapper inherited early kill across fork()",
     "corrupt-pfn",
-    (Role("I", maps=False, injects=True), Role("C", maps=True, policy_before_fork=EARLY)),
+    (Proc("I"), Proc("C", policy_before_fork=EARLY)), (Map("C"), Inject("I")),
 )
 
 SCENARIOS = (MADVISE_THREAD, CORRUPT_PFN_EARLY_THREAD, CORRUPT_PFN_FORK_EARLY)

@@ -12,12 +12,12 @@
 
 from mfinject.fs import NOTIFY_FAILURE
 from mfinject.observers.mflog import SIGBUS_SENT
-from mfinject.scenarios import Role, Scenario
+from mfinject.scenarios import Inject, Map, Proc, Scenario
 
 UNBIND_MOUNTED = Scenario(
     "unbind-mounted", "the pmem device is unbound under a mounted XFS with a mapped file",
     "unbind",
-    (Role("I", maps=False, injects=True), Role("M", maps=True)),
+    (Proc("I"), Proc("M")), (Map("M"), Inject("I")), whole_device=True,
     only_path=NOTIFY_FAILURE, since=(6, 8),
     why_limited=("unbinding a mounted fsdax namespace is handled from v6.8 (commit "
                  "fa422b353d21, MF_MEM_PRE_REMOVE) and only for a holder that implements "

@@ -5,10 +5,10 @@ runner's choice: a TCG guest can die of the emulator, not of the test). The
 rows the guest streamed say only how the last attempt went; this folds in the
 crashes the host saw:
 
-- crashed, then passed (or a known deviation) in another boot: ``flaky``, with
-  every console kept. A flaky row fails the run unless each of its crashes
-  matches a catalogued known crash (kernel range with both ends, console
-  signature), which the row then names;
+- crashed, then passed (or a known deviation, an unspecified case, a skip) in
+  another boot: ``flaky``, with every console kept. A flaky row fails the run
+  unless each of its crashes matches a catalogued known crash (kernel range
+  with both ends, console signature), which the row then names;
 - crashed, then failed or errored: that verdict stands, the crash is added;
 - crashed in every attempt: ``crashed``, with every console.
 
@@ -24,11 +24,10 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mfinject.expectations.model import (CRASHED, ERROR, FLAKY, KNOWN_DEVIATION, PASS,
-                                         SKIPPED, KernelRange, Source)
-from mfinject.fs import FS_KINDS
+from mfinject.expectations.model import CRASHED, ERROR, FLAKY, KernelRange, Source
+from mfinject.fs import kind_names
 from mfinject.kernel import Version
-from mfinject.results import ScenarioResult
+from mfinject.results import NOT_FAILING, ScenarioResult
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,7 @@ def unfinished(row: ScenarioResult) -> ScenarioResult:
     The guest died (or the session ended) during the test's teardown, so
     unmount, namespace reset and the kernel-health check never judged it.
     """
-    return replace(row, verdict=ERROR if row.verdict in (PASS, KNOWN_DEVIATION, SKIPPED)
-                   else row.verdict,
+    return replace(row, verdict=ERROR if row.verdict in NOT_FAILING else row.verdict,
                    final=True, message=(f"{row.message}\n" if row.message else "")
                    + f"teardown did not finish (the row was {row.verdict} before it): the "
                    "guest died or the session ended during it, unjudged by the health check")
@@ -122,7 +120,7 @@ def _crash_text(attempts: list[CrashAttempt]) -> str:
 
 def _after_crashes(row: ScenarioResult, crashed: list[CrashAttempt],
                    release: str) -> ScenarioResult:
-    if row.verdict not in (PASS, KNOWN_DEVIATION, SKIPPED):  # fail, error: they stand
+    if row.verdict not in NOT_FAILING:  # fail, error: they stand
         return replace(row, message=f"{row.message}\nthe guest also crashed during this test "
                        f"in another boot: {_crash_text(crashed)}".strip(),
                        crash_consoles=tuple(a.console for a in crashed))
@@ -169,7 +167,8 @@ def _split(nodeid: str) -> tuple[str, str]:
     """(scenario, fs) of ``.../test_scenarios.py::test_scenario[xfs-rmapbt-corrupt-pfn]``."""
     name, _, param = nodeid.rpartition("::")[2].partition("[")
     param = param.removesuffix("]")
-    for fs in sorted(FS_KINDS, key=len, reverse=True):  # xfs-rmapbt before xfs
+    # every kind a session can have, custom-xfs included; xfs-rmapbt before xfs
+    for fs in sorted(kind_names(), key=len, reverse=True):
         if param == fs:
             return name, fs
         if param.startswith(fs + "-"):

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 GUEST_MEMORY = "2G"
 NVDIMM_SIZE = "1G"
 KVM_PROBE_TIMEOUT_S = 60.0
-DEFAULT_TIMEOUT_S = 1800.0
+# a ceiling on one kernel's whole run: hangs are caught per test (test_timeout_s);
+# a full catalogue (six filesystems) takes about 35 min under TCG here
+DEFAULT_TIMEOUT_S = 4 * 3600.0
 VM_CPUS = 2
 MAX_BOOT_FAILURES = 2  # guests that die before any test reports, per kernel
 # A test during which the guest died is run once more in a fresh VM before it
@@ -45,6 +47,11 @@ MAX_BOOT_FAILURES = 2  # guests that die before any test reports, per kernel
 # is not the test's doing. A test that crashes twice is recorded as crashed;
 # one that passes on the retry keeps the first console and says so.
 CRASH_RETRIES = 1
+# ... unless the same crash (first line of trouble, and the function it hit)
+# already happened twice in one test of this run: then it is the kernel's, and
+# a test meeting it again is recorded as crashed at once (a 6.12 Oops in
+# dax_lock_folio() on every shared page would otherwise cost two boots a test)
+RIP = re.compile(r"\bRIP: [0-9a-f]{4}:([A-Za-z0-9_.]+)\+")
 POWEROFF_GRACE_S = 30.0
 # guest RAM + the NVDIMM backing file in the page cache + QEMU itself
 VM_FOOTPRINT = (2 << 30) + (1 << 30) + (512 << 20)
@@ -68,7 +75,9 @@ class VmOptions:
     accel: str = "auto"  # auto, kvm, tcg
     timeout_s: float = DEFAULT_TIMEOUT_S  # the whole run of one kernel
     test_timeout_s: float = 300.0  # one test, from its start line (TCG runs one in ~5 s)
-    max_boots: int = 6
+    # a ceiling only: every boot either finishes tests, books a crash against one
+    # test (two at most each) or counts as a boot failure (MAX_BOOT_FAILURES)
+    max_boots: int = 100
     crash_test: bool = False
     pytest_args: tuple[str, ...] = ()
     # a pmem owner's command line (README.md), run in ``command_cwd`` in the
@@ -340,6 +349,14 @@ def console_excerpt(path: Path, lines: int = 25) -> tuple[str | None, str]:
     return None, "\n".join(keep[-lines:])
 
 
+def crash_signature(first: str | None, excerpt: str) -> str:
+    """A crash, told apart from others of its run: its first line of trouble without
+    addresses, numbers or timestamps, and the function the RIP line names."""
+    line = re.sub(r"\[[ 0-9.]+\]|0x[0-9a-f]+|\b[0-9a-f]{8,}\b|\d+", "#", first or "")
+    rip = RIP.search(excerpt)
+    return f"{line.strip()} @ {rip[1] if rip else '?'}"
+
+
 def console_tail(path: Path, lines: int = 25) -> str:
     return console_excerpt(path, lines)[1]
 
@@ -396,6 +413,8 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
 class _Boots:
     """What one kernel's boots have seen so far."""
     attempts: list[CrashAttempt] = field(default_factory=list)
+    # the crash_signature() of each crash, per test
+    signatures: dict[str, list[str]] = field(default_factory=dict)
     deaths: list[CrashAttempt] = field(default_factory=list)
     skip: set[str] = field(default_factory=set)  # done, or crashed for good
     boot_failures: int = 0
@@ -424,6 +443,16 @@ def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir:
                                        outcome.console, first or "", outcome.why, accel))
     outcomes.save_crashes(results_dir, release, state.attempts, state.deaths)
     tries = sum(a.nodeid == running.nodeid for a in state.attempts)
+    sig = crash_signature(first, tail)
+    state.signatures.setdefault(running.nodeid, []).append(sig)
+    confirmed = any(sigs.count(sig) > CRASH_RETRIES for node, sigs in state.signatures.items()
+                    if node != running.nodeid)
+    if confirmed:
+        progress.say(f"{outcome.why} during {running.nodeid}: the same crash ({sig}) already "
+                     "happened twice in another test of this run: recording it as crashed "
+                     "without a retry; continuing in a fresh VM")
+        state.skip.add(running.nodeid)
+        return True
     if tries <= CRASH_RETRIES and not opts.crash_test:
         progress.say(f"{outcome.why} during {running.nodeid} ({first or 'no panic line'}; "
                      f"console {outcome.console}): running it once more in a fresh VM; a "

@@ -4,6 +4,7 @@ They run in the VM (or on designated pmem) and leave the namespace in fsdax
 mode as they found it.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_raw_namespace_is_refused_and_gives_no_dax(mf_pmem_namespace):
             pmem.ensure_fsdax(raw, may_reconfigure=False)
         # what the guard prevents: XFS mounts with -o dax=always ("DAX unsupported by
         # block device. Turning off DAX."), but its files are in the page cache
-        with fs.mounted(fs.FS_KINDS["xfs"], raw.devpath) as mount:
+        with fs.mounted(fs.FS_KINDS["xfs-noreflink"], raw.devpath) as mount:
             with pytest.raises(fs.FsError, match="is not DAX .*Put the namespace in fsdax mode"):
                 fs.create_file(mount, "probe", 4096)
     finally:
@@ -47,7 +48,9 @@ def test_raw_namespace_is_refused_and_gives_no_dax(mf_pmem_namespace):
 
 
 def test_mount_without_dax_is_refused(mf_clean_namespace):
-    with fs.mounted(fs.FS_KINDS["xfs"], mf_clean_namespace.devpath, options="dax=never") as mount:
+    no_dax = dataclasses.replace(fs.FS_KINDS["xfs-noreflink"], mount_options="dax=never")
+    with fs.mounted(no_dax, mf_clean_namespace.devpath) as mount:
+        assert mount.features.dax_mode == "never"
         with pytest.raises(fs.FsError, match="is not DAX .*mount with -o dax=always"):
             fs.create_file(mount, "probe", 4096)
 

@@ -3,30 +3,32 @@
 import pytest
 
 from mfinject.expectations.evaluate import judge
-from mfinject.expectations.model import KNOWN_DEVIATION, PASS
+from mfinject.expectations.model import KNOWN_DEVIATION, PASS, UNSPECIFIED
 from mfinject.hooks import kernel_hung
 from mfinject.scenarios import catalogue, runner, unbind
 
 pytestmark = pytest.mark.pmem
 
 
-def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, node=None):
+def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, settings, node=None):
     try:
-        obs = runner.run(scenario, dax_fs, clean_namespace, function_trace)
+        obs = runner.run(scenario, dax_fs, clean_namespace, function_trace,
+                         seed=settings.race_seed, layout=settings.layout)
     except runner.NotMeaningful as e:
         pytest.skip(f"not meaningful here: {e}")
     verdict = mf_record(obs, judge(obs))
     if obs.fact("kernel_hung") and node is not None:
         kernel_hung(node, obs.fact("kernel_hung"))
-    if verdict.verdict == KNOWN_DEVIATION:
-        pytest.xfail("\n".join(verdict.messages))
+    if verdict.verdict in (KNOWN_DEVIATION, UNSPECIFIED):
+        pytest.xfail(f"{verdict.verdict}: " + "\n".join(verdict.messages))
     assert verdict.verdict == PASS, "\n".join(verdict.messages)
 
 
 @pytest.mark.parametrize("scenario", catalogue.SCENARIOS, ids=lambda s: s.name)
 def test_scenario(scenario, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace,
-                  mf_record):
-    _play(scenario, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record)
+                  mf_record, mf_settings, request):
+    _play(scenario, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record, mf_settings,
+          request.node)
 
 
 # XFS reports the device going away and shuts the filesystem down: expected here.
@@ -34,6 +36,6 @@ def test_scenario(scenario, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_funct
 @pytest.mark.kernel_log_allows(r"^XFS \(pmem\d+\): ")
 @pytest.mark.parametrize("mf_dax_fs", ["xfs-rmapbt"], indirect=True)
 def test_unbind_mounted(mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace, mf_record,
-                        request):
+                        mf_settings, request):
     _play(unbind.UNBIND_MOUNTED, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record,
-          request.node)
+          mf_settings, request.node)

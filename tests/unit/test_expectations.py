@@ -27,7 +27,7 @@ def test_every_scenario_has_expectations_with_sources():
     for sc in catalogue.ALL:
         exps = EXPECTATIONS[sc.name]
         assert exps, sc.name
-        names = {r.name for r in sc.roles} | {"kernel"}
+        names = {p.name for p in sc.procs} | {"kernel"}
         for e in exps:
             assert e.participant in names
             assert e.source.quote and e.source.ref
@@ -38,7 +38,7 @@ def test_madvise_self_pass():
     v = judge(obs)
     assert v.verdict == PASS
     assert {c.field for c in v.checks} == {"path", "hardware_corrupted_kb", "recovery_action",
-                                          "signal", "si_addr", "si_addr_lsb", "mapping",
+                                          "signal", "si_addr", "si_addr_lsb", "mapping", "window",
                                           "other_signals", "exit"}
 
 
@@ -56,7 +56,7 @@ def test_missing_signal_fails_addr_and_lsb_too():
     v = judge(obs)
     failed = {c.field: c.observed for c in v.checks if c.verdict == FAIL}
     assert failed == {"signal": "none", "si_addr": "no signal", "si_addr_lsb": "no signal",
-                      "mapping": "mapped", "exit": "alive"}
+                      "mapping": "mapped", "window": "all mapped", "exit": "alive"}
 
 
 def test_early_bystander_address_is_its_own():
@@ -209,7 +209,7 @@ def test_every_participant_has_its_signals_and_its_end_expected():
     """signal, other_signals and exit, for everyone; and the end the catalogue derives
     holds on every path and kernel the signals it follows from hold on."""
     for sc in catalogue.ALL:
-        for role in sc.roles:
+        for role in sc.procs:
             exps = [e for e in EXPECTATIONS[sc.name] if e.participant == role.name]
             assert {"signal", "other_signals", "exit"} <= {e.field for e in exps}, \
                 (sc.name, role.name)

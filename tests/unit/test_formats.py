@@ -36,7 +36,7 @@ def test_matrix_has_a_column_per_kernel_and_filesystem_and_worst_first():
 def test_full_table_has_failure_report_and_closing_line():
     text = table.full(_rs())
     assert "Failures and deviations:" in text
-    assert text.splitlines()[-1] == "scenarios: 2 passed, 1 failed, 0 skipped"
+    assert text.splitlines()[-1] == "scenarios: 2 passed, 1 failed, 0 skipped, 0 unspecified"
 
 
 def test_markdown_is_a_github_table():
@@ -75,7 +75,7 @@ def test_ktap_plan_and_totals():
     lines = report.render("ktap", _rs()).splitlines()
     assert lines[0] == "KTAP version 1" and lines[1] == "1..3"
     assert sum(line.startswith("not ok ") for line in lines) == 1
-    assert lines[-1] == "# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:0 error:0"
+    assert lines[-1] == "# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:0 error:0 todo:0"
 
 
 def test_diff_newly_failing_and_passing_across_releases():

@@ -347,3 +347,21 @@ def test_the_fault_handlers_mce_line_is_accepted_only_where_declared():
     assert HWPOISON_FAULT in BADBLOCKS.kernel_messages
     assert finding_of(rec, LogRules(BADBLOCKS.kernel_messages)) is None
     assert finding_of(rec, LogRules()) is not None  # corrupt-pfn and the like: a finding
+
+
+def test_a_health_finding_fails_an_unspecified_verdict_unless_a_known_case_covers_it():
+    from mfinject.expectations.evaluate import with_health
+    from mfinject.expectations.model import (FAIL, KERNEL_DEVIATION, KNOWN_DEVIATION,
+                                             UNSPECIFIED, KnownDeviation, Seen, Source)
+
+    obs = samples.observation("corrupt-pfn-reflink", [], path="notify_failure", fs="xfs-rmapbt")
+    found = [f"WARN: {WARN_INSERT}", "new taint: taint flags W (0x200) appeared during the test"]
+    known = KnownDeviation("corrupt-pfn-reflink", "kernel", "health",
+                           "WARN fs/dax.c dax_insert_entry; new taint W", KERNEL_DEVIATION,
+                           "a shared extent's second owner", Source("commit 0123456789ab",
+                                                                    "a subject", "v6.2"),
+                           Seen(obs.kernel, obs.kernel), frozenset({"notify_failure"}))
+    unspecified = Verdict(UNSPECIFIED)
+    assert with_health(unspecified, [], obs, (known,)).verdict == UNSPECIFIED  # no pass
+    assert with_health(unspecified, found, obs, ()).verdict == FAIL
+    assert with_health(unspecified, found, obs, (known,)).verdict == KNOWN_DEVIATION

@@ -12,12 +12,15 @@ from mfinject.scenarios import catalogue, races
 
 KERNEL_TESTS = Path(__file__).resolve().parent.parent / "kernel"
 NAMES = [s.name for s in catalogue.ALL] + [r.name for r in races.RACES]
+KINDS = "xfs, xfs-noreflink, xfs-rmapbt, ext4, xfs-daxinode, ext4-daxinode"
+WITH_REFLINK = ["xfs", "xfs-rmapbt", "xfs-daxinode"]
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
     for var in ("CI", "MFINJECT_REQUIRE_PMEM", "MFINJECT_DEVICE", "MFINJECT_DISPOSABLE",
-                "MFINJECT_IN_VM", "MFINJECT_CRASH_TEST"):
+                "MFINJECT_IN_VM", "MFINJECT_CRASH_TEST", "MFINJECT_MKFS_OPTIONS",
+                "MFINJECT_FSTYPE", "MFINJECT_MOUNT_OPTIONS"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -42,15 +45,15 @@ def test_list_json_says_where_each_runs(capsys):
     assert cli.main(["list", "--format", "json"]) == 0
     data = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     assert list(data) == NAMES
-    assert data["corrupt-pfn-reflink"]["filesystems"] == ["xfs-rmapbt"]
-    assert data["race-reflink"]["filesystems"] == ["xfs-rmapbt"]
+    assert data["corrupt-pfn-reflink"]["filesystems"] == WITH_REFLINK
+    assert data["race-reflink"]["filesystems"] == WITH_REFLINK
     assert data["unbind-mounted"]["filesystems"] == ["xfs-rmapbt"]
     assert data["unbind-mounted"]["kernels"]["since"] == "6.8.0"
     assert data["unbind-mounted"]["injector"] == "unbind"
     assert data["corrupt-pfn"]["filesystems"] == list(FS_KINDS)
     assert data["corrupt-pfn"]["kernels"]["range"] == "all"
     assert data["corrupt-pfn"]["participants"] == [
-        "I: injects", "B: maps the page, default kill", "C: maps the page, early kill"]
+        "I: injects; default kill", "B: maps main; default kill", "C: maps main; early kill"]
 
 
 def test_expectations_json_has_a_source_and_range_for_each(capsys):
@@ -90,8 +93,7 @@ def test_list_filters_by_scenario_and_refuses_unknown_names(capsys):
 
 def test_scenario_selects_exactly_that_name_on_each_filesystem():
     sel = selection.select([], ["corrupt-pfn"])
-    assert sel.items == ("test_scenario[xfs-corrupt-pfn]", "test_scenario[xfs-rmapbt-corrupt-pfn]",
-                         "test_scenario[ext4-corrupt-pfn]")
+    assert sel.items == tuple(f"test_scenario[{fs}-corrupt-pfn]" for fs in KINDS.split(", "))
     assert sel.notes == ()
 
 
@@ -119,7 +121,7 @@ def test_a_named_pair_that_does_not_run_is_noted_or_refused():
 
 
 @pytest.mark.parametrize("fs, scenario, word", [
-    (["xfs", "btrfs"], [], "unknown filesystem 'btrfs': choose from xfs, xfs-rmapbt, ext4"),
+    (["xfs", "btrfs"], [], f"unknown filesystem 'btrfs': choose from {KINDS}"),
     ([], ["corrupt_pfn"], "unknown scenario 'corrupt_pfn': choose from madvise-self,"),
 ])
 def test_unknown_names_are_refused_with_the_valid_ones(fs, scenario, word):
@@ -153,9 +155,8 @@ def test_every_entry_names_a_collected_test(pytester, clean_env):
 
 def test_the_k_expression_selects_exactly_in_pytest(pytester, clean_env):
     args, _ = selection.pytest_args([], ["corrupt-pfn"])
-    assert _collected(pytester, *args) == ["test_scenario[xfs-corrupt-pfn]",
-                                           "test_scenario[xfs-rmapbt-corrupt-pfn]",
-                                           "test_scenario[ext4-corrupt-pfn]"]
+    assert _collected(pytester, *args) == [f"test_scenario[{fs}-corrupt-pfn]"
+                                           for fs in KINDS.split(", ")]
     args, _ = selection.pytest_args(["xfs"], ["race-munmap", "madvise-self"], ["-k", "race"])
     assert _collected(pytester, *args) == ["test_race[xfs-race-munmap]"]
     args, _ = selection.pytest_args(["xfs-rmapbt"], ["unbind-mounted"])
@@ -194,7 +195,7 @@ def test_vm_refuses_an_unknown_name_before_booting(no_boot, capsys):
     err = capsys.readouterr().err
     assert "unknown scenario 'corrupt-pfn-thrice': choose from" in err and "corrupt-pfn" in err
     assert cli.main(["vm", "--fs", "zfs"]) == 2
-    assert "unknown filesystem 'zfs': choose from xfs, xfs-rmapbt, ext4" in capsys.readouterr().err
+    assert f"unknown filesystem 'zfs': choose from {KINDS}" in capsys.readouterr().err
     assert no_boot == {}
 
 

@@ -121,4 +121,5 @@ def test_summary_format():
     out = render("summary", rs)
     assert "| corrupt-pfn " in out and "dev pass" in out
     assert "| corrupt-pfn-reflink " in out and "- FAIL" in out
-    assert "6.1.0-56-amd64: 2 scenarios, 3 results: 1 pass, 1 known deviation, 1 fail" in out
+    assert "6.1.0-56-amd64: 2 scenarios, 3 results: 1 pass, 1 known deviation, 0 unspecified, " \
+           "1 fail" in out

@@ -126,3 +126,49 @@ def test_mfinject_report_of_a_kernel_directory_folds_the_saved_crashes(tmp_path:
     rows = load(tmp_path).results
     assert sorted(r.verdict for r in rows) == [FLAKY, FLAKY]
     assert {r.scenario for r in rows} == {"race-truncate", "(vm)"}
+
+
+def test_a_crash_then_an_unspecified_case_is_flaky_like_a_known_deviation():
+    from mfinject.expectations.model import UNSPECIFIED
+    [row] = outcomes.fold([_row(UNSPECIFIED)], [_crash(0)], R61)
+    assert row.verdict == FLAKY and "came out unspecified" in row.message
+    assert row.crash_consoles == ("console.log",) and cli._is_failure(row)
+    [known] = outcomes.fold([_row(UNSPECIFIED, release=R73)],
+                            [_crash(0, "Oops: int3 0000 [#1] PREEMPT SMP")], R73)
+    assert known.verdict == FLAKY and not cli._is_failure(known)
+
+
+def test_an_unspecified_row_whose_teardown_never_finished_is_an_error():
+    import dataclasses
+
+    from mfinject.expectations.model import UNSPECIFIED
+    [row] = outcomes.fold([dataclasses.replace(_row(UNSPECIFIED), final=False)], [], R61)
+    assert row.verdict == ERROR and "the row was unspecified before it" in row.message
+    assert cli._is_failure(row)
+
+
+def test_an_unspecified_row_alone_fails_nothing(tmp_path: Path):
+    from mfinject.expectations.model import UNSPECIFIED
+    from mfinject.results import append_jsonl
+    append_jsonl(tmp_path / "results.jsonl", _row(UNSPECIFIED))
+    rows = cli._collect(_run(tmp_path, 0))  # an xfail: the guest's pytest exits 0
+    assert [r.verdict for r in rows] == [UNSPECIFIED]
+    assert not any(cli._is_failure(r) for r in rows)
+
+
+_OOPS = """[  201.118392] BUG: kernel NULL pointer dereference, address: 0000000000000001
+[  201.119001] #PF: supervisor read access in kernel mode
+[  201.120311] Oops: 0000 [#1] PREEMPT SMP NOPTI
+[  201.121875] RIP: 0010:dax_lock_folio+0x4e/0x140
+"""
+
+
+def test_a_crash_signature_ignores_addresses_and_times_but_not_the_function():
+    from mfinject.vm.runner import crash_signature
+    first = "[  201.118392] BUG: kernel NULL pointer dereference, address: 0000000000000001"
+    sig = crash_signature(first, _OOPS)
+    assert sig.endswith("@ dax_lock_folio") and "201" not in sig
+    again = crash_signature(first.replace("201.118392", "77.5"), _OOPS.replace("0x4e", "0x51"))
+    assert again == sig
+    assert crash_signature(first, _OOPS.replace("dax_lock_folio", "memory_failure")) != sig
+    assert crash_signature(None, "sysrq: Trigger a crash") == " @ ?"

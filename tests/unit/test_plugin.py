@@ -19,7 +19,9 @@ from mfinject import options, plugin
 KERNEL_TESTS = Path(__file__).resolve().parent.parent / "kernel"
 ENV = ("CI", "MFINJECT_REQUIRE_PMEM", "MFINJECT_DEVICE", "MFINJECT_DISPOSABLE", "MFINJECT_RESULTS",
        "MFINJECT_SEED", "MFINJECT_RACE_ITERATIONS", "MFINJECT_IN_VM", "MFINJECT_CRASH_TEST",
-       "MFINJECT_PROGRESS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTEST_ADDOPTS")
+       "MFINJECT_PROGRESS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTEST_ADDOPTS",
+       "MFINJECT_MKFS_OPTIONS", "MFINJECT_FSTYPE", "MFINJECT_MOUNT_OPTIONS",
+       "MFINJECT_POISON_PAGE")
 NO_PMEM = "no pmem designated: pass --mfinject-device=/dev/pmemN"
 
 
@@ -171,7 +173,8 @@ def test_bad_seed_is_a_usage_error(pytester, clean_env):
 
 @pytest.mark.parametrize("var,value", [("MFINJECT_SEED", "abc"),
                                        ("MFINJECT_RACE_ITERATIONS", "abc"),
-                                       ("MFINJECT_RACE_ITERATIONS", "0")])
+                                       ("MFINJECT_RACE_ITERATIONS", "0"),
+                                       ("MFINJECT_POISON_PAGE", "last")])
 def test_bad_environment_fallback_is_a_usage_error_in_mfinject_sessions(
         pytester, clean_env, monkeypatch, var, value):
     monkeypatch.setenv(var, value)

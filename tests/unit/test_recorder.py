@@ -245,3 +245,107 @@ def test_the_hung_kernel_exit_saves_every_row(pytester, clean_env, tmp_path):
         "no outcome recorded (the session ended early): test_hung.py::test_hangs left a task " \
         "hung in the kernel"
     assert {line["nodeid"]: line for line in _jsonl(tmp_path)} == rows
+
+
+UNSPECIFIED_SUITE = """
+    import pytest
+    from mfinject.records import ScenarioResult, recorder
+
+    pytestmark = pytest.mark.pmem
+    WHY = "B si_addr: observed poisoned page; unspecified: no source says"
+
+    @pytest.fixture
+    def breaks_in_teardown():
+        yield
+        raise RuntimeError("unmount failed: device busy")
+
+    def _record(request):  # what mf_record does for a scenario judged unspecified
+        recorder(request.config).observe(request.node, ScenarioResult(
+            "corrupt-pfn-shared", "xfs", "6.1.0", "unspecified", message=WHY,
+            nodeid=request.node.nodeid))
+
+    def test_unspecified(request):
+        _record(request)
+        pytest.xfail("unspecified: " + WHY)  # as tests/kernel/test_scenarios.py does
+
+    def test_unspecified_then_teardown_fails(request, breaks_in_teardown):
+        _record(request)
+        pytest.xfail("unspecified: " + WHY)
+
+    def test_unspecified_then_the_call_fails(request):
+        _record(request)
+        assert 1 == 2, "the test broke after recording"
+
+    def test_xfail_saying_unspecified_without_a_row():
+        pytest.xfail("unspecified: nothing recorded")
+
+    def test_xfail_without_a_row():
+        pytest.xfail("PMD mapping")
+"""
+
+
+def _unspecified_suite(pytester, tmp_path):
+    pytester.makepyfile(test_unspec=UNSPECIFIED_SUITE)
+    res = pytester.runpytest(*LOAD, f"--mfinject-results={tmp_path}")
+    return res, _results(tmp_path)[1]
+
+
+def test_an_xfail_keeps_the_unspecified_row_it_recorded(pytester, clean_env, tmp_path):
+    res, rows = _unspecified_suite(pytester, tmp_path)
+    res.assert_outcomes(xfailed=4, failed=1, errors=1)
+    row = rows["test_unspec.py::test_unspecified"]
+    assert row["verdict"] == "unspecified"
+    assert row["message"] == "B si_addr: observed poisoned page; unspecified: no source says"
+    assert res.ret == pytest.ExitCode.TESTS_FAILED  # for the two below, not for this one
+
+
+def test_a_teardown_error_after_an_unspecified_row_is_an_error(pytester, clean_env, tmp_path):
+    _, rows = _unspecified_suite(pytester, tmp_path)
+    row = rows["test_unspec.py::test_unspecified_then_teardown_fails"]
+    assert row["verdict"] == "error"
+    assert row["message"].splitlines() == [
+        "B si_addr: observed poisoned page; unspecified: no source says",
+        "teardown: RuntimeError: unmount failed: device busy"]
+
+
+def test_a_call_failing_after_an_unspecified_row_is_an_error(pytester, clean_env, tmp_path):
+    _, rows = _unspecified_suite(pytester, tmp_path)
+    row = rows["test_unspec.py::test_unspecified_then_the_call_fails"]
+    assert row["verdict"] == "error"  # as after a pass or a known deviation
+    assert "call: AssertionError: the test broke after recording" in \
+        row["message"].splitlines()
+
+
+def test_an_xfail_without_a_row_is_unspecified_only_when_it_says_so(pytester, clean_env,
+                                                                     tmp_path):
+    _, rows = _unspecified_suite(pytester, tmp_path)
+    said = rows["test_unspec.py::test_xfail_saying_unspecified_without_a_row"]
+    assert (said["verdict"], said["message"]) == \
+        ("unspecified", "xfail: unspecified: nothing recorded")
+    assert rows["test_unspec.py::test_xfail_without_a_row"]["verdict"] == "known-deviation"
+
+
+def test_a_late_kernel_health_finding_fails_an_unspecified_row(pytester, clean_env, tmp_path,
+                                                               monkeypatch):
+    class SplatInTeardown:  # what unmounting after the test made the kernel log
+        records: list = []
+
+        def __init__(self, allowed=()):
+            pass
+
+        def findings(self):
+            return [health.Finding("WARN", "WARNING: CPU: 0 PID: 1 at fs/dax.c:1 dax_x")]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(health, "HealthWatch", SplatInTeardown)
+    pytester.makepyfile(test_unspec=UNSPECIFIED_SUITE)
+    res = pytester.runpytest(*LOAD, f"--mfinject-results={tmp_path}", "-k",
+                             "test_unspecified and not teardown and not call")
+    res.assert_outcomes(xfailed=1, errors=1)  # the finding fails the teardown
+    _, rows = _results(tmp_path)
+    row = rows["test_unspec.py::test_unspecified"]
+    assert row["verdict"] == "fail"
+    assert row["message"].splitlines()[-1] == \
+        "kernel health: WARN: WARNING: CPU: 0 PID: 1 at fs/dax.c:1 dax_x"

@@ -45,7 +45,7 @@ def test_table_puts_failures_first_and_shows_fields():
 
 def test_totals_closing_line():
     text = table.totals(_records())
-    assert text.splitlines()[-1] == "scenarios: 1 passed, 1 failed, 0 skipped"
+    assert text.splitlines()[-1] == "scenarios: 1 passed, 1 failed, 0 skipped, 0 unspecified"
 
 
 def test_failure_details_carry_source_and_dmesg():
@@ -76,5 +76,61 @@ def test_totals_count_flaky_as_failed_unless_the_crash_is_catalogued_and_skips_a
             ScenarioResult("b", "xfs", "7.3", "flaky", known_crash="tcg-int3-text-patching"),
             ScenarioResult("c", "ext4", "6.1", "skipped", message="needs reflink"),
             ScenarioResult("d", "xfs", "6.1", "pass")]
-    assert table.totals(rows).splitlines()[-1] == "scenarios: 1 passed, 1 failed, 1 skipped"
+    assert table.totals(rows).splitlines()[-1] == \
+        "scenarios: 1 passed, 1 failed, 1 skipped, 0 unspecified"
     assert "c on ext4, 6.1: needs reflink" in table.skipped(rows)
+
+
+def test_an_unspecified_row_is_no_pass_no_failure_and_said_plainly():
+    from mfinject import cli
+    from mfinject.expectations.model import UNSPECIFIED
+
+    from .test_report_formats_valid import unspecified_row
+
+    row = unspecified_row()
+    assert not row.fails_run and not cli._is_failure(row)
+    assert table.verdict_cell(row) == "unspecified (A.window)"
+    assert table.short_cell(row) == "unspecified A.window: only the poisoned page unmapped"
+    verdicts, closing = table.totals([row]).splitlines()
+    assert "0 pass, 0 known-deviation, 1 unspecified, 0 fail" in verdicts
+    assert closing == "scenarios: 0 passed, 0 failed, 0 skipped, 1 unspecified"
+    assert table.counts([row])[UNSPECIFIED] == 1 and table.counts([row])["pass"] == 0
+    assert "madvise-self on xfs-rmapbt" in table.failure_details([row])  # shown, not a pass
+    summary = table.summary(results.ResultSet((row,)))
+    assert "| unspec" in summary and "1 unspecified" in summary
+
+
+def test_an_unspecified_field_in_a_failing_row_is_not_named_as_its_failure():
+    import dataclasses
+
+    from mfinject.expectations.model import UNSPECIFIED
+
+    _, bad = _records()
+    checks = tuple(dict(c, verdict=UNSPECIFIED, expected=UNSPECIFIED) if c["field"] == "window"
+                   else c for c in bad.checks)
+    row = dataclasses.replace(bad, checks=checks)
+    assert row.verdict == "fail" and "A.window" not in table.verdict_cell(row)
+    assert table.verdict_cell(row).startswith("FAIL (A.signal")
+
+
+def test_an_unspecified_row_ranks_below_a_known_deviation_above_a_pass():
+    from .test_report_formats_valid import unspecified_row
+
+    good, bad = _records()
+    dev = results.ScenarioResult("b", "xfs", "6.1.0", "known-deviation")
+    ordered = sorted([good, unspecified_row(), dev, bad], key=table.sort_key)
+    assert [r.verdict for r in ordered] == ["fail", "known-deviation", "unspecified", "pass"]
+
+
+def test_diff_an_unspecified_case_to_or_from_a_pass_is_no_kernel_news():
+    import dataclasses
+
+    from mfinject.report import diff
+
+    from .test_report_formats_valid import unspecified_row
+
+    unspec = unspecified_row()
+    passed = dataclasses.replace(unspec, verdict="pass")
+    old, new = results.ResultSet((passed,)), results.ResultSet((unspec,))
+    assert [c.kind for c in diff.compare(old, new)] == ["verdict changed"]
+    assert [c.kind for c in diff.compare(new, old)] == ["verdict changed"]

@@ -11,14 +11,14 @@ import pytest
 from mfinject import report
 from mfinject.expectations.evaluate import judge
 from mfinject.expectations.model import (CRASHED, ERROR, FAIL, FLAKY, KNOWN_DEVIATION, PASS,
-                                         SKIPPED)
+                                         SKIPPED, UNSPECIFIED)
 from mfinject.report import kcidb, ktap
 from mfinject.results import ResultSet, ScenarioResult, from_observation
 
 from .samples import ar, observation, participant
 
 KERNEL = "6.1.0-56-amd64"
-ALL_VERDICTS = {PASS, FAIL, KNOWN_DEVIATION, ERROR, CRASHED, SKIPPED, FLAKY}
+ALL_VERDICTS = {PASS, FAIL, KNOWN_DEVIATION, UNSPECIFIED, ERROR, CRASHED, SKIPPED, FLAKY}
 # what a guest console hands back: a colour sequence, NUL, BEL, a lone surrogate
 CONSOLE = ("the run did not complete (watchdog timeout).\n"
            "\x1b[0;31m[   12.345] Kernel panic - not syncing: Fatal machine check\x1b[0m\x00\x07\n"
@@ -29,6 +29,20 @@ def _judged(scenario, fs, *, good=True):
     a = participant("A", sigbus=[ar()]) if good else participant("A", mapped_after=True)
     obs = observation(scenario, [a], fs=fs, kernel=KERNEL)
     return from_observation(obs, judge(obs), nodeid=f"tests/kernel/test_x.py::{scenario}[{fs}]")
+
+
+UNSPECIFIED_MESSAGE = ("A window: observed only the poisoned page unmapped; unspecified: "
+                       "no documentation sentence or commit says which pages stay mapped")
+
+
+def unspecified_row() -> ScenarioResult:
+    """A judged row whose one unspecified field makes it unspecified."""
+    row = _judged("madvise-self", "xfs-rmapbt")
+    checks = tuple(dict(c, expected=UNSPECIFIED, verdict=UNSPECIFIED, message=UNSPECIFIED_MESSAGE)
+                   if c["field"] == "window" else c for c in row.checks)
+    assert any(c["verdict"] == UNSPECIFIED for c in checks)
+    return dataclasses.replace(row, verdict=UNSPECIFIED, checks=checks,
+                               message=UNSPECIFIED_MESSAGE)
 
 
 def every_verdict() -> ResultSet:
@@ -51,6 +65,7 @@ def every_verdict() -> ResultSet:
                        message="guest crashed: Kernel panic, while this scenario ran; console:\n"
                        + CONSOLE, nodeid="tests/kernel/test_x.py::truncate-mapped[xfs]"),
         ScenarioResult("(vm)", "-", KERNEL, CRASHED, message=CONSOLE),
+        unspecified_row(),
     )
     assert {r.verdict for r in rows} == ALL_VERDICTS
     return ResultSet(rows, {"created": "20261125-093007"})
@@ -75,8 +90,15 @@ def test_kcidb_statuses_are_the_schemas_and_each_verdict_has_one():
     assert set(kcidb.STATUS) == ALL_VERDICTS
     assert set(kcidb.STATUS.values()) <= set(kcidb_io.schema.V5_3.json["$defs"]["status"]["enum"])
     got = {t["misc"]["verdict"]: t["status"] for t in _kcidb()["tests"]}
-    assert got == {PASS: "PASS", FAIL: "FAIL", KNOWN_DEVIATION: "DONE", SKIPPED: "SKIP",
-                   ERROR: "ERROR", CRASHED: "ERROR", FLAKY: "ERROR"}
+    assert got == {PASS: "PASS", FAIL: "FAIL", KNOWN_DEVIATION: "DONE", UNSPECIFIED: "DONE",
+                   SKIPPED: "SKIP", ERROR: "ERROR", CRASHED: "ERROR", FLAKY: "ERROR"}
+
+
+def test_kcidb_unspecified_is_done_not_pass_and_its_misc_says_unspecified():
+    (t,) = [t for t in _kcidb()["tests"] if t["misc"]["verdict"] == UNSPECIFIED]
+    assert t["status"] == "DONE" and t["path"] == "mfinject.madvise_self.xfs_rmapbt"
+    assert t["log_excerpt"] == UNSPECIFIED_MESSAGE
+    assert [c["field"] for c in t["misc"]["checks"] if c["verdict"] == UNSPECIFIED] == ["window"]
 
 
 def test_kcidb_crashed_vm_row_has_a_valid_path_and_its_console_as_log_excerpt():
@@ -108,7 +130,7 @@ def _ktap_results():
 
 def test_ktap_directives_per_verdict():
     lines, by_name = _ktap_results()
-    assert lines[:2] == ["KTAP version 1", "1..8"]
+    assert lines[:2] == ["KTAP version 1", "1..9"]
     assert by_name[f"madvise-self.ext4.{KERNEL}"].endswith(f"madvise-self.ext4.{KERNEL}")
     assert by_name[f"madvise-early.xfs.{KERNEL}"].endswith(
         "# XFAIL A.si_addr_lsb: 21: known deviation (kernel): PMD mapping")
@@ -125,11 +147,21 @@ def test_ktap_directives_per_verdict():
     assert "# guest crashed in boot 1 (console kept), passed in boot 2" in lines
 
 
+def test_ktap_unspecified_is_ok_todo_said_unspecified_and_no_pass():
+    lines, by_name = _ktap_results()
+    line = by_name[f"madvise-self.xfs-rmapbt.{KERNEL}"]
+    assert line.startswith("ok ")
+    assert line.endswith(f"# TODO unspecified: {UNSPECIFIED_MESSAGE}")
+    assert f"# {UNSPECIFIED_MESSAGE}" in lines  # its message as a diagnostic line
+    totals = dict(kv.split(":") for kv in lines[-1].removeprefix("# Totals: ").split())
+    assert (totals["pass"], totals["todo"]) == ("1", "1")  # the one pass is madvise-self.ext4
+
+
 def test_ktap_totals_count_every_kind_and_add_up_to_the_plan():
     lines, _ = _ktap_results()
-    assert lines[-1] == "# Totals: pass:1 fail:2 xfail:1 xpass:0 skip:1 error:3"
+    assert lines[-1] == "# Totals: pass:1 fail:2 xfail:1 xpass:0 skip:1 error:3 todo:1"
     counts = dict(kv.split(":") for kv in lines[-1].removeprefix("# Totals: ").split())
-    assert sum(map(int, counts.values())) == 8
+    assert sum(map(int, counts.values())) == 9
     assert ktap.TOTALS == tuple(counts)
 
 
@@ -145,7 +177,7 @@ def test_ktap_unknown_verdict_is_an_error_not_a_pass():
     rs = ResultSet((ScenarioResult("x", "xfs", KERNEL, "exploded", message="boom"),))
     lines = report.render("ktap", rs).splitlines()
     assert lines[-2] == f"not ok 1 x.xfs.{KERNEL} # ERROR unknown verdict 'exploded': boom"
-    assert lines[-1].endswith("error:1")
+    assert "error:1" in lines[-1].split()
 
 
 # --- JUnit ------------------------------------------------------------------
@@ -175,13 +207,13 @@ def test_junit_time_and_timestamp():
     assert suite.get("timestamp") == "2026-11-25T09:30:07"
     assert cases[("madvise-self", "ext4")].get("time") == "0.500"  # the observation's duration_s
     assert cases[("(vm)", "-")].get("time") == "0.000"  # no observation
-    assert suite.get("time") == "2.000"  # four rows with an observation
+    assert suite.get("time") == "2.500"  # five rows with an observation
 
 
 def test_junit_outcome_per_verdict_and_counts():
     _, suite, cases = _junit()
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"),
-            suite.get("skipped")) == ("8", "2", "3", "2")
+            suite.get("skipped")) == ("9", "2", "3", "3")
     assert list(cases[("madvise-self", "ext4")]) == [cases[("madvise-self", "ext4")][0]]
     skipped = cases[("reflink-shared", "ext4")].find("skipped")
     assert skipped.get("message") == "reflink needs xfs-rmapbt; ext4 has no reflink"
@@ -191,6 +223,17 @@ def test_junit_outcome_per_verdict_and_counts():
     assert flaky.get("type") == FLAKY and "passed in boot 2" in flaky.text
     crashed = cases[("truncate-mapped", "xfs")].find("error")
     assert crashed.get("type") == CRASHED and crashed.text.startswith("guest crashed: Kernel panic")
+
+
+def test_junit_unspecified_is_skipped_with_its_own_type():
+    _, _, cases = _junit()
+    case = cases[("madvise-self", "xfs-rmapbt")]
+    assert [el.tag for el in case] == ["properties", "skipped"]  # no failure, no error
+    skipped = case.find("skipped")
+    assert skipped.get("type") == "unspecified"
+    assert skipped.get("message") == f"unspecified: {UNSPECIFIED_MESSAGE}"
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["verdict"] == UNSPECIFIED
 
 
 def test_junit_without_a_created_stamp_has_no_timestamp():

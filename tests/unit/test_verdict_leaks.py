@@ -155,7 +155,8 @@ _UNBIND_STACK = ("no return within 30 s: xas_load <- dax_lock_mapping_entry <- m
 
 def unbind_hung(kernel: str = K7_3, hung: str = _UNBIND_STACK) -> Observation:
     """The unbind spins in dax_lock_mapping_entry() after signalling M."""
-    return _obs("unbind-mounted", [_injector(injection="hung"), _p("M", sigbus=[ao(addr=VA_A)])],
+    return _obs("unbind-mounted", [_injector(injection="hung"),
+                                   _p("M", sigbus=[ao(addr=VA_A)], range_after="0" * 8)],
                 kernel=kernel, path="notify_failure", facts=(("kernel_hung", hung),))
 
 
@@ -168,6 +169,25 @@ def reflink(kernel: str = K6_1) -> Observation:
 _REFLINK_WARN = ("WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
                  "dax_insert_entry+0x227/0x320",
                  "new taint: taint flags W (0x200) appeared during the test")
+
+
+def offset(**a: object) -> ParticipantObs:
+    """A's window starts at file page 5; its page 3 (file page 8) is poisoned."""
+    return _p("A", **{"sigbus": [ar(addr=VA_A + 3 * 4096)], "injection": "caller killed",
+                      "poison_addr": VA_A + 3 * 4096, "poison_index": 3,
+                      "map_offset_page": 5, "range_after": "11101111", **a})
+
+
+VA_PMD = 0x7D0040000000
+
+
+def pmd_self(addr: int, lsb: int = 21) -> Observation:
+    """A maps 2 MiB with a PMD; its page 300 is poisoned; all 512 pages go."""
+    return _obs("madvise-self-pmd", [_p("A", sigbus=[ar(addr=addr, lsb=lsb)], vaddr=VA_PMD,
+                                        injection="caller killed",
+                                        poison_addr=VA_PMD + 300 * 4096, poison_index=300,
+                                        range_pages=512, range_present=0,
+                                        range_after="0" * 512)])
 
 
 LEAKS = (
@@ -237,6 +257,27 @@ LEAKS = (
     Leak("7m", "corrupt-pfn-reflink WARN on 6.0, before the only kernel it was seen on",
          lambda: reflink(kernel="6.0.12-amd64"), FAIL,
          "Known deviation seen from 6.1.0-56, unconfirmed on 6.0.12-amd64", _REFLINK_WARN),
+    # 11: every scenario poisoned page 0 of a mapping at file offset 0, one page checked
+    Leak("11a", "madvise-self at an offset: si_addr is the start of the mapping",
+         lambda: _obs("madvise-self", [offset(sigbus=[ar(addr=VA_A)])]), FAIL,
+         "A si_addr: expected poisoned page, observed mapping start"),
+    Leak("11b", "madvise-self at an offset: si_addr is another page of the mapping",
+         lambda: _obs("madvise-self", [offset(sigbus=[ar(addr=VA_A + 4 * 4096)])]), FAIL,
+         "observed page 4 of the mapping"),
+    Leak("11c", "madvise-self at an offset: the whole mapping is torn down",
+         lambda: _obs("madvise-self", [offset(range_after="0" * 8)]), FAIL,
+         "A window: expected only the poisoned page unmapped, observed all unmapped"),
+    Leak("11d", "madvise-self at an offset: a neighbour unmapped, the poisoned page kept",
+         lambda: _obs("madvise-self", [offset(range_after="11011111", mapped_after=True)]),
+         FAIL, "A window: expected only the poisoned page unmapped, observed unmapped: pages 2 of 8"),
+    Leak("11f", "madvise-self-pmd: si_addr in the next 2 MiB, lsb 21",
+         lambda: pmd_self(VA_PMD + (2 << 20)), FAIL,
+         "A si_addr_extent: expected covers the poisoned page, observed"),
+    Leak("11g", "madvise-self-pmd: si_addr exact but lsb 12 (a 4 KiB extent)",
+         lambda: pmd_self(VA_PMD + 300 * 4096, lsb=12), FAIL, "A si_addr_lsb: expected 21"),
+    Leak("11e", "corrupt-pfn: C's si_addr is where B maps the page",
+         lambda: corrupt_pfn(sigbus=[ao(addr=VA_A)]), FAIL,
+         "C si_addr: expected poisoned page, observed"),
 )
 
 
@@ -471,3 +512,9 @@ def test_run_leak_is_not_a_pass(leak: RunLeak) -> None:
     got = leak.verdict_of()
     assert got != PASS
     assert got == leak.verdict
+
+
+@pytest.mark.parametrize("addr", [VA_PMD + 300 * 4096, VA_PMD])
+def test_a_pmd_signal_may_name_the_page_or_the_base_of_its_2mib_extent(addr: int) -> None:
+    """sigaction(2): si_addr_lsb says which low bits of si_addr are significant."""
+    assert judge(pmd_self(addr)).verdict == PASS
