@@ -62,7 +62,8 @@ def _command(args: argparse.Namespace, ns: str | None, logf: object) -> list[str
     return ["bash", "-c", cmd]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The guest's arguments; those of pytest from --args-file first, then after --."""
     ap = argparse.ArgumentParser(prog="mfinject.vm.guest")
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--tests", required=True)
@@ -71,11 +72,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{README_DEVICE} standing for the VM's namespace; pytest_args go to "
                     "PYTEST_ADDOPTS")
     ap.add_argument("--cwd", help="directory to run --command in")
+    ap.add_argument("--args-file", type=Path,
+                    help="a JSON list of pytest arguments, put before any given after --")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.pytest_args[:1] == ["--"]:
         args.pytest_args = args.pytest_args[1:]
+    if args.args_file is not None:
+        args.pytest_args = [*json.loads(args.args_file.read_text()), *args.pytest_args]
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     log_path = args.results / args.log
     with log_path.open("w", buffering=1) as logf:
         logf.write(f"guest: kernel {os.uname().release}, python {sys.version.split()[0]}\n")

@@ -486,7 +486,13 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
         exit_file.unlink()
     config = config_path(kernel)
     suffix = "" if attempt == 0 else f"-{attempt}"
-    pytest_args = [*opts.pytest_args, *[f"--deselect={n}" for n in skip]]
+    # the guest's pytest arguments travel in a file of the shared results
+    # directory, not on the command line: virtme-ng hands --exec to the guest
+    # through the kernel command line, and a long -k (--scenario) or many
+    # --deselect after crashes overflowed its 2048 bytes (a 6.1 guest panicked
+    # in start_kernel: "detected buffer overflow in __fortify_strlen")
+    args_file = results_dir / f"pytest-args{suffix}.json"
+    args_file.write_text(json.dumps([*opts.pytest_args, *[f"--deselect={n}" for n in skip]]))
     guest_cmd = f"cd {shlex.quote(str(suite))} && " + shlex.join([
         "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
         f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
@@ -496,8 +502,7 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
         sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
         "--log", f"guest{suffix}.log", "--tests", str(suite),
         *(["--command", opts.command, "--cwd", opts.command_cwd or "/"] if opts.command else []),
-        "--",
-        *pytest_args,
+        "--args-file", str(args_file),
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image)
     (results_dir / f"vng-command{suffix}.txt").write_text(shlex.join(cmd) + "\n")

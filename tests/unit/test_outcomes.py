@@ -172,3 +172,16 @@ def test_a_crash_signature_ignores_addresses_and_times_but_not_the_function():
     assert again == sig
     assert crash_signature(first, _OOPS.replace("dax_lock_folio", "memory_failure")) != sig
     assert crash_signature(None, "sysrq: Trigger a crash") == " @ ?"
+
+
+def test_the_guests_pytest_arguments_come_from_a_file_not_the_kernel_command_line(tmp_path):
+    """virtme-ng passes --exec through the 2048-byte kernel command line."""
+    import json
+
+    from mfinject.vm.guest import parse
+    many = [f"--deselect=tests/kernel/test_scenarios.py::test_scenario[xfs-s{i}]"
+            for i in range(100)]
+    f = tmp_path / "pytest-args.json"
+    f.write_text(json.dumps(["-k", "madvise-self", *many]))
+    args = parse(["--results", str(tmp_path), "--tests", "t", "--args-file", str(f), "--", "-x"])
+    assert args.pytest_args == ["-k", "madvise-self", *many, "-x"]
