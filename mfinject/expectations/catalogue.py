@@ -409,7 +409,63 @@ _REFLINK_WARN = (r"(WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W)"
                  r"(; (WARN fs/dax\.c dax_(insert|disassociate)_entry|new taint W))*")
 _NO_BAD_RANGE = "none"  # kernel.badblocks: software poison records no bad block
 
+_LAST_OWNER = ("before v6.2 a fsdax page has one page->mapping, and the last file to fault "
+               "the shared block overwrote it (the WARN in dax_associate_entry()): "
+               "dax_lock_page() locks that file's mapping, and mf_generic_kill_procs() "
+               "collects and unmaps only that file's mappers (here the clone's, mapped "
+               "last). The other file's early-kill mapper is not signalled and its mappers "
+               "keep the poisoned page mapped. XFS with rmapbt walks every owner and does "
+               "not lose them.")
+_OWNER_UNMAPPED_NOTHING = (
+    "nothing was collected for the clone: its only mapper Y is late kill (and, on the "
+    "generic path before v6.2, page->mapping named the clone alone), and unmap_and_kill() "
+    "unmaps an owner's mapping only when it collected a process of that owner, as for "
+    "corrupt-pfn-late-only. So Y keeps the poisoned page mapped although X, the file's "
+    "early mapper, was handled (notify_failure: mf_dax_kill_procs() runs once per owner); "
+    "its load reads the page without a fault, and it lives on.")
+_SHARED_REFAULT = ("Y had no page-table entry for the page when it was poisoned, so nothing "
+                   "was collected for it; its first load faults the page in, and the fsdax "
+                   "fault path checks only the pmem bad-block list, which software injection "
+                   "leaves empty: it reads the old data and lives on. On real hardware the "
+                   "load would consume the poison and raise BUS_MCEERR_AR.")
+_6_1 = Seen("6.1.0-56", "6.1.0-56")
+
+
+def _unsignalled(name: str, pmd: bool = False) -> tuple[Value, ...]:
+    """An early-kill mapper that memory-failure never collected: no signal, still mapped."""
+    where = (Value(name, "si_addr_extent", "no signal"), Value(name, "range", "512 of 512 pages "
+                                                                 "mapped")) if pmd else (
+        Value(name, "si_addr", "no signal"), Value(name, "mapping", "mapped"),
+        Value(name, "window", "all mapped"))
+    return (Value(name, "signal", "none"), Value(name, "si_addr_lsb", "no signal"), *where,
+            Value(name, "exit", ALIVE))
+
+
+def _kept(name: str) -> tuple[Value, ...]:
+    """A late-kill mapper left mapped."""
+    return (Value(name, "mapping", "mapped"), Value(name, "window", "all mapped"))
+
+
+_LOST_OWNER_CASES = (
+    (shared.CORRUPT_PFN_REFLINK.name, _unsignalled("X")),
+    (shared.CORRUPT_PFN_SHARED.name, (*_unsignalled("XE"), *_kept("XL"))),
+    (shared.MADVISE_SHARED.name, _unsignalled("A")),
+    (shared.CORRUPT_PFN_SHARED_UNSHARE.name, _unsignalled("X")),
+    (shared.CORRUPT_PFN_SHARED_PMD.name, _unsignalled("X", pmd=True)),
+)
+
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
+    *(d for name, values in _LOST_OWNER_CASES for d in deviation(
+        name, "last owner only", values, KERNEL_DEVIATION, _LAST_OWNER, src.COMMIT_DAX_SHARE,
+        _6_1, paths=_GENERIC)),
+    *deviation(shared.CORRUPT_PFN_SHARED_UNSHARE.name, "clone not unmapped",
+               (*_kept("Y"), Value("Y", "access", "old data"),
+                Value("Y", "access_si_addr", "no signal"), Value("Y", "exit", ALIVE)),
+               KERNEL_DEVIATION, _OWNER_UNMAPPED_NOTHING, src.UNMAP_AND_KILL, _6_1),
+    *deviation(shared.CORRUPT_PFN_SHARED_FAULT.name, "refault",
+               (Value("Y", "access", "old data"), Value("Y", "access_si_addr", "no signal"),
+                Value("Y", "exit", ALIVE), Value("kernel", "badblocks", _NO_BAD_RANGE)),
+               INJECTION_LIMIT, _SHARED_REFAULT, src.PMEM_BADBLOCKS, _6_1),
     *deviation(locking.CORRUPT_PFN_UNPOISON.name, "unpoison refused",
                (Value("I", "unpoison", "Input/output error"),),
                KERNEL_DEVIATION, "unpoison_memory() starts with pfn_to_online_page(), which "
@@ -419,17 +475,17 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                "stays poisoned until its namespace is disabled and enabled again.",
                src.UNPOISON_MEMORY),
     # before v6.2 a block shared by two files cannot be mapped from both
-    *deviation(shared.CORRUPT_PFN_REFLINK.name, "shared block WARN",
-               (Value("kernel", "health", _REFLINK_WARN, regex=True,
-                      kernels=KernelRange(until=Version(6, 2, 0))),),
-               KERNEL_DEVIATION, "mapping a reflinked block from the second file hits "
-               "WARN_ON_ONCE(page->mapping) in dax_associate_entry() (seen at "
-               "fs/dax.c:380 dax_insert_entry on 6.1, and dax_disassociate_entry at "
-               "unmount): a fsdax page could belong to one file only until shared pages "
-               "got page->share (the kernel itself warns 'DAX enabled. Warning: "
-               "EXPERIMENTAL' on this XFS). Memory-failure on the shared block itself "
-               "still signals both mappers.",
-               src.COMMIT_DAX_SHARE, Seen("6.1.0-56", "6.1.0-56")),
+    *(d for sc in shared.SCENARIOS for d in deviation(
+        sc.name, "shared block WARN",
+        (Value("kernel", "health", _REFLINK_WARN, regex=True,
+               kernels=KernelRange(until=Version(6, 2, 0))),),
+        KERNEL_DEVIATION, "mapping a reflinked block from the second file hits "
+        "WARN_ON_ONCE(page->mapping) in dax_associate_entry() (seen at "
+        "fs/dax.c:380 dax_insert_entry on 6.1, and dax_disassociate_entry at "
+        "unmount): a fsdax page could belong to one file only until shared pages "
+        "got page->share, and the second file's fault overwrites page->mapping (the "
+        "kernel itself warns 'DAX enabled. Warning: EXPERIMENTAL' on this XFS).",
+        src.COMMIT_DAX_SHARE, Seen("6.1.0-56", "6.1.0-56"))),
     # the hang is this stuck stack; a call that failed otherwise is no such hang
     *deviation(unbind.UNBIND_MOUNTED.name, "unbind hang",
                (Value("I", "injection", "hung"),
