@@ -166,6 +166,14 @@ def reflink(kernel: str = K6_1) -> Observation:
                 kernel=kernel, path="notify_failure", fs="xfs-rmapbt")
 
 
+def reflink_lost_owner(kernel: str = K6_1, path: str = "generic", **y: object) -> Observation:
+    """6.1, generic path: X (the file's early mapper) never collected; Y (the clone's) is."""
+    x = _p("X", vaddr=VA_A, mapped_after=True, range_after="1" * 8, exit="alive")
+    return _obs("corrupt-pfn-reflink", [_injector(), x,
+                                        _p("Y", **{"sigbus": [ao()], "vaddr": VA_C, **y})],
+                kernel=kernel, path=path, fs="xfs")
+
+
 _REFLINK_WARN = ("WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
                  "dax_insert_entry+0x227/0x320",
                  "new taint: taint flags W (0x200) appeared during the test")
@@ -257,6 +265,22 @@ LEAKS = (
     Leak("7m", "corrupt-pfn-reflink WARN on 6.0, before the only kernel it was seen on",
          lambda: reflink(kernel="6.0.12-amd64"), FAIL,
          "Known deviation seen from 6.1.0-56, unconfirmed on 6.0.12-amd64", _REFLINK_WARN),
+    # 11: the shared-extent cases: the file's mappers lost on 6.1's generic path only
+    Leak("11h", "corrupt-pfn-reflink on 6.1, generic: X lost and Y not signalled either",
+         lambda: reflink_lost_owner(sigbus=[], mapped_after=True, range_after="1" * 8,
+                                    exit="alive"), FAIL,
+         "Y signal: expected BUS_MCEERR_AO, observed none"),
+    Leak("11i", "corrupt-pfn-reflink: X lost on the notify_failure path (XFS walks owners)",
+         lambda: reflink_lost_owner(path="notify_failure"), FAIL,
+         "X signal: expected BUS_MCEERR_AO, observed none"),
+    Leak("11j", "corrupt-pfn-reflink: X lost on 6.12, where it was never seen",
+         lambda: reflink_lost_owner(kernel="6.12.118+deb13-amd64"), FAIL,
+         "unconfirmed on 6.12.118"),
+    Leak("11k", "corrupt-pfn-reflink on 6.1, generic: X lost but its page unmapped anyway",
+         lambda: dataclasses.replace(reflink_lost_owner(), participants=(
+             _injector(), _p("X", vaddr=VA_A, exit="alive"),
+             _p("Y", sigbus=[ao()], vaddr=VA_C))), FAIL,
+         "X.mapping mapped (observed unmapped)"),
     # 11: every scenario poisoned page 0 of a mapping at file offset 0, one page checked
     Leak("11a", "madvise-self at an offset: si_addr is the start of the mapping",
          lambda: _obs("madvise-self", [offset(sigbus=[ar(addr=VA_A)])]), FAIL,
@@ -303,6 +327,7 @@ BASELINES = (
     (late_access, KNOWN_DEVIATION), (file_io, KNOWN_DEVIATION),
     (badblocks_file_io, KNOWN_DEVIATION), (twice, KNOWN_DEVIATION),
     (unbind_hung, KNOWN_DEVIATION), (reflink, PASS),
+    (reflink_lost_owner, KNOWN_DEVIATION),
 )
 
 
