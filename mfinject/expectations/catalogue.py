@@ -429,9 +429,25 @@ _SHARED_REFAULT = ("Y had no page-table entry for the page when it was poisoned,
                    "leaves empty: it reads the old data and lives on. On real hardware the "
                    "load would consume the poison and raise BUS_MCEERR_AR.")
 _6_1 = Seen("6.1.0-56", "6.1.0-56")
+_FIRST_MAPPER_ZAPPED = (
+    "from v6.2 every fault on a shared extent unmaps that page from every other mapping of "
+    "the same file (fs/dax.c dax_insert_entry(): 'if (shared || ...) unmap_mapping_pages("
+    "mapping, index, 1, false)'), so when the file's second mapper faulted its window, the "
+    "first one lost every page-table entry of it (its window is all unmapped before the "
+    "poison arrives); with no entry for the page nothing is collected for it "
+    "(dev_pagemap_mapping_shift() is 0, add_to_kill() skips it): the early-kill mapper gets "
+    "no signal, and with nobody collected for that file its late mapper keeps the page.")
+_SHARED_REFUSED = (
+    "from v6.15 ('fs/dax: Remove PAGE_MAPPING_DAX_SHARED mapping flag') a page that a "
+    "second file faults has folio->mapping NULL; on the generic path dax_lock_folio() then "
+    "cannot lock it and memory_failure() returns -EBUSY: nobody is signalled or unmapped, "
+    "'recovery action for dax page: Failed'. The commit assumes a filesystem with shared "
+    "pages handles ->notify_failure, which XFS without rmapbt does not.")
+_7_3 = Seen("7.3.4", "7.3.4")
+_NEWER = Seen("6.12.118", "7.3.4")
 # where the shared-extent cases that hold on every path were seen (6.12: on
 # xfs-rmapbt; its generic path oopses first, see vm.outcomes.KNOWN_CRASHES)
-_SHARED_SEEN = Seen("6.1.0-56", "6.12.118")
+_SHARED_SEEN = Seen("6.1.0-56", "7.3.4")
 
 
 def _unsignalled(name: str, pmd: bool = False) -> tuple[Value, ...]:
@@ -449,6 +465,30 @@ def _kept(name: str) -> tuple[Value, ...]:
     return (Value(name, "mapping", "mapped"), Value(name, "window", "all mapped"))
 
 
+def _zapped_first(name: str) -> tuple[Value, ...]:
+    """An early-kill first mapper whose entries a later fault of the file took away."""
+    return (Value(name, "signal", "none"), Value(name, "si_addr", "no signal"),
+            Value(name, "si_addr_lsb", "no signal"), Value(name, "window", "all unmapped"),
+            Value(name, "exit", ALIVE))
+
+
+_ZAPPED_CASES = (
+    (shared.CORRUPT_PFN_SHARED.name, (*_zapped_first("XE"), *_kept("XL"),
+                                      *_zapped_first("YE"), *_kept("YL"))),
+    (shared.MADVISE_SHARED.name, (*_zapped_first("YE"), *_kept("YL"))),
+)
+_BUSY = (Value("I", "injection", "Device or resource busy"),
+         Value("kernel", "recovery_action", "Failed"))
+_REFUSED_CASES = (
+    (shared.CORRUPT_PFN_REFLINK.name, (*_BUSY, *_unsignalled("X"), *_unsignalled("Y"))),
+    (shared.CORRUPT_PFN_SHARED.name, _BUSY),
+    (shared.MADVISE_SHARED.name, (Value("kernel", "recovery_action", "Failed"),
+                                  *_unsignalled("A"))),
+    (shared.CORRUPT_PFN_SHARED_UNSHARE.name, (*_BUSY, *_unsignalled("X"))),
+    (shared.CORRUPT_PFN_SHARED_PMD.name, (*_BUSY, *_unsignalled("X", pmd=True),
+                                          *_unsignalled("Y", pmd=True))),
+)
+
 _LOST_OWNER_CASES = (
     (shared.CORRUPT_PFN_REFLINK.name, _unsignalled("X")),
     (shared.CORRUPT_PFN_SHARED.name, (*_unsignalled("XE"), *_kept("XL"))),
@@ -458,6 +498,12 @@ _LOST_OWNER_CASES = (
 )
 
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
+    *(d for name, values in _ZAPPED_CASES for d in deviation(
+        name, "first mapper zapped by a shared fault", values, KERNEL_DEVIATION,
+        _FIRST_MAPPER_ZAPPED, src.DAX_SHARED_FAULT_UNMAP, _NEWER)),
+    *(d for name, values in _REFUSED_CASES for d in deviation(
+        name, "shared page refused", values, KERNEL_DEVIATION, _SHARED_REFUSED,
+        src.DAX_LOCK_PAGE, _7_3, paths=_GENERIC)),
     *(d for name, values in _LOST_OWNER_CASES for d in deviation(
         name, "last owner only", values, KERNEL_DEVIATION, _LAST_OWNER, src.COMMIT_DAX_SHARE,
         _6_1, paths=_GENERIC)),

@@ -186,6 +186,12 @@ AR_TO_CURRENT = Source(
     "whose write to corrupt-pfn called memory_failure(), collected whatever its policy)",
     "v4.19",
 )
+DAX_SHARED_FAULT_UNMAP = Source(
+    "fs/dax.c dax_insert_entry()",
+    "if (shared || (dax_is_zero_entry(entry) && !(flags & DAX_PMD))) { ... "
+    "unmap_mapping_pages(mapping, index, 1, false); }: a fault on a shared extent first "
+    "unmaps the page from every mapping of the file",
+)
 COW_UNSPECIFIED = Source(
     "Documentation/filesystems/dax.rst (Handling Media Errors)",
     "no sentence says what a copy-on-write write into a block poisoned by software injection "
