@@ -39,6 +39,7 @@ from mfinject.scenarios import (
     self_inject,
     shared,
     threads,
+    twice_mapped,
     unbind,
 )
 
@@ -195,6 +196,18 @@ def injecting_mapper(name: str) -> tuple[Expect, ...]:
     return signalled(name, "BUS_MCEERR_AR", src.AR_TO_CURRENT)
 
 
+def mapped_twice(name: str, code: str, source: Source) -> tuple[Expect, ...]:
+    """A process that maps the poisoned page twice: one SIGBUS, at the poisoned page of
+    either mapping; the page gone from both mappings, and nothing else."""
+    return (
+        Expect(name, "signal", code, source),
+        Expect(name, "si_addr_any", "a poisoned page's address", src.SIGACTION_ADDR),
+        Expect(name, "si_addr_lsb", PTE_LSB, src.SIGACTION_LSB),
+        Expect(name, "mapping", "unmapped", src.SYSCTL_LATE),
+        Expect(name, "window2", "only the poisoned page unmapped", src.UNMAP_ONE_PAGE),
+    )
+
+
 _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     first.MADVISE_SELF.name: victim_ar("A"),
     first.MADVISE_LATE.name: victim_ar("A") + bystander_late("B"),
@@ -277,6 +290,11 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
     ),
     shared.CORRUPT_PFN_SHARED_PMD.name: outside_injector("I") + shared_early("X", pmd=True)
     + shared_early("Y", pmd=True),
+    # one SIGBUS though memory-failure collects one entry per mapping: signal(7)
+    twice_mapped.CORRUPT_PFN_TWO_MAPPINGS.name: outside_injector("I")
+    + mapped_twice("C", "BUS_MCEERR_AO", src.SIGNAL_NOT_QUEUED),
+    twice_mapped.MADVISE_TWO_MAPPINGS.name: mapped_twice("A", "BUS_MCEERR_AR",
+                                                         src.SIGNAL_NOT_QUEUED),
     self_inject.CORRUPT_PFN_BY_EARLY_MAPPER.name: injecting_mapper("E"),
     self_inject.CORRUPT_PFN_BY_LATE_MAPPER.name: injecting_mapper("L"),
     # a short-term pin does not hold memory-failure off: the DAX entry lock does

@@ -35,6 +35,10 @@ _PLAIN = {
 }
 
 
+SECOND_MAPPING = "poisoned page, in its second mapping"
+A_POISONED_PAGE = "a poisoned page's address"
+
+
 def describe_si_addr(p: ParticipantObs, addr: int, lsb: int) -> str:
     """Where a SIGBUS's si_addr points, in the participant's own mapping.
 
@@ -50,6 +54,8 @@ def describe_si_addr(p: ParticipantObs, addr: int, lsb: int) -> str:
         return f"{addr:#x} (maps nothing)"
     if addr == want:
         return POISONED_PAGE
+    if p.poison_addr2 is not None and addr == p.poison_addr2:
+        return SECOND_MAPPING
     base = want & ~((1 << lsb) - 1) if 12 <= lsb < 64 else None
     if lsb > 12 and addr == base:
         return f"base of the poisoned page's 2^{lsb} extent"
@@ -107,6 +113,13 @@ def observed_field(p: ParticipantObs, field: str) -> str:
         return ", ".join(s.code for s in p.sigbus) or "none"
     if field == "si_addr":
         return ", ".join(describe_si_addr(p, s.addr, s.addr_lsb) for s in p.sigbus) or "no signal"
+    if field == "si_addr_any":
+        # either of the process's mappings of the poisoned page
+        return ", ".join(A_POISONED_PAGE if describe_si_addr(p, s.addr, s.addr_lsb) in (
+            POISONED_PAGE, SECOND_MAPPING) else describe_si_addr(p, s.addr, s.addr_lsb)
+            for s in p.sigbus) or "no signal"
+    if field == "window2":
+        return describe_window(p.range_after2, p.poison_index2)
     if field == "si_addr_extent":
         return ", ".join(describe_extent(p, s.addr, s.addr_lsb) for s in p.sigbus) or "no signal"
     if field == "access_si_addr":

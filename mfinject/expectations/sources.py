@@ -179,6 +179,11 @@ DAX_ENTRY_LOCK = Source(
     "typically this would be done by lock_page(), but dax pages do not use the page lock. "
     "This also prevents changes to the mapping of this pfn until poison signaling is complete.",
 )
+SIGNAL_NOT_QUEUED = Source(
+    "signal(7)",
+    "Standard signals do not queue. If multiple instances of a standard signal are generated "
+    "while that signal is blocked, then only one instance of the signal is marked as pending",
+)
 AR_TO_CURRENT = Source(
     "commit 6100e34b2526",
     "mm, memory_failure: Teach memory_failure() about dev_pagemap pages (mf_generic_kill_procs() "

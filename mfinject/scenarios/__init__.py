@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mfinject.observers.mflog import POISONING, KernelMessage
-from mfinject.scenarios.steps import (Clone, FileIO, Inject, Map, MapAfter, Pin, Pread, Step,
-                                      Touch, Unmap, Write)
+from mfinject.scenarios.steps import (Clone, FileIO, Inject, Map, MapAfter, MapAgain, Pin, Pread,
+                                      Step, Touch, Unmap, Write)
 
 PMD_SIZE = 2 << 20
 DEFAULT = "default"  # follows vm.memory_failure_early_kill, which the suite sets to 0
@@ -86,6 +86,9 @@ class Scenario:
         """``who`` maps the window at some point (before or after the injection)."""
         return any(isinstance(s, (Map, MapAfter)) and s.who == who for s in self.steps)
 
+    def maps_twice(self, who: str) -> bool:
+        return any(isinstance(s, MapAgain) and s.who == who for s in self.steps)
+
     def describe(self, who: str) -> str:
         """What ``who`` does, in a few words: for reports and listings."""
         proc = next(p for p in self.procs if p.name == who)
@@ -108,5 +111,5 @@ class Scenario:
         return f"{who} ({'; '.join(parts)})"
 
 
-__all__ = ["Clone", "DEFAULT", "EARLY", "FileIO", "Inject", "LATE", "Map", "MapAfter",
+__all__ = ["Clone", "DEFAULT", "EARLY", "FileIO", "Inject", "LATE", "Map", "MapAfter", "MapAgain",
            "PMD_SIZE", "Pin", "Pread", "Proc", "Scenario", "Touch", "Unmap", "Write"]

@@ -14,12 +14,14 @@ from mfinject.scenarios import (
     self_inject,
     shared,
     threads,
+    twice_mapped,
     unbind,
 )
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
              + pmd.SCENARIOS + badblocks.SCENARIOS + threads.SCENARIOS + fileio.SCENARIOS
-             + self_inject.SCENARIOS + shared.SCENARIOS + pinned.SCENARIOS)
+             + self_inject.SCENARIOS + twice_mapped.SCENARIOS + shared.SCENARIOS
+             + pinned.SCENARIOS)
 
 # played by their own tests (they provoke filesystem shutdown messages on purpose)
 SEPARATE = unbind.SCENARIOS

@@ -71,6 +71,12 @@ class ParticipantObs:
     # and after it ("1" present, "0" not), first page first
     range_before: str | None = None
     range_after: str | None = None
+    # a second mapping of the same file in the same process (MapAgain): where the
+    # poisoned page is in it, and its pages' state before and after
+    poison_addr2: int | None = None
+    poison_index2: int | None = None
+    range_before2: str | None = None
+    range_after2: str | None = None
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,12 @@ class _Person:
     kill_policy: str = "?"
     vaddr: int | None = None
     file: str = st.MAIN  # the file its window maps
+    # a second mapping of the same file (MapAgain): its address, how many pages
+    # earlier in the file it starts, and its pages' state before and after
+    vaddr2: int | None = None
+    back2: int = 0
+    range_before2: str | None = None
+    range_after2: str | None = None
     range_before: str | None = None
     # after the injection: (poisoned page present, its pfn, pages present, bits)
     after: tuple[bool | None, int | None, int | None, str | None] = (None, None, None, None)
@@ -203,22 +209,26 @@ class _Play:
     def t0_or_now(self) -> int:
         return self.t0 if self.t0 is not None else time.monotonic_ns()
 
-    def _state(self, who: _Person) -> tuple[bool | None, int | None, int | None, str | None]:
+    def _state(self, who: _Person, vaddr: int | None = None, index: int | None = None
+               ) -> tuple[bool | None, int | None, int | None, str | None]:
         """The poisoned page's entry and the window's present bits: now, or when a
-        fatal signal stopped the process."""
-        if who.vaddr is None:
+        fatal signal stopped the process. Of the first mapping, or of ``vaddr``
+        where the poisoned page is page ``index``."""
+        vaddr = who.vaddr if vaddr is None else vaddr
+        index = self.layout.index if index is None else index
+        if vaddr is None:
             return None, None, None, None
         try:
             if who.p.alive:
-                entries = pagemap.read_range(who.p.pid, who.vaddr, self.window)
+                entries = pagemap.read_range(who.p.pid, vaddr, self.window)
             else:
-                raws = [r for ev in who.p.log.signals for a, r in ev.pagemap if a == who.vaddr]
+                raws = [r for ev in who.p.log.signals for a, r in ev.pagemap if a == vaddr]
                 entries = [pagemap.PagemapEntry(r) for r in (raws[-1] if raws else ())]
         except OSError:  # the process went away between the check and the read
             entries = []
         if len(entries) < self.layout.pages:
             return None, None, None, None
-        page = entries[self.layout.index]
+        page = entries[index]
         return page.present, page.pfn, sum(e.present for e in entries), _bits(entries)
 
     def observe_after(self) -> None:
@@ -229,6 +239,9 @@ class _Play:
         for who in self.people.values():
             if who.vaddr is not None:
                 who.after = self._state(who)
+            if who.vaddr2 is not None:
+                who.range_after2 = self._state(who, who.vaddr2,
+                                               self.layout.index + who.back2)[3]
 
     def access(self, who: _Person, addr: int) -> str:
         """Load one byte; a SIGBUS ends the participant and is the answer."""
@@ -329,6 +342,27 @@ class _Play:
         self.pfns[s.who] = pfn
         return f"mapped at {addr:#x}, poisoned page pfn {pfn:#x}"
 
+    def mapagain(self, s: st.MapAgain) -> str:
+        who = self.people[s.who]
+        if who.vaddr is None or self.scenario.pmd or s.back_pages > self.layout.offset_page \
+                or self.layout.index + s.back_pages >= self.layout.pages:
+            raise ScenarioError(f"{s.describe()}: needs a first PTE window that starts at least "
+                                f"{s.back_pages} page(s) into the file, with room after the page")
+        addr = who.p.call("mmap", path=self.files[who.file],
+                          offset=self.window_offset(who.file) - s.back_pages * PAGE_SIZE,
+                          length=self.window, at=self.address_for(who) + MAP_STRIDE // 2)
+        who.vaddr2, who.back2 = addr, s.back_pages
+        self.tracer.watch(who.p.pid, addr, self.window)
+        for i in range(self.layout.pages):
+            who.p.call("touch", addr=addr + i * PAGE_SIZE)
+        entries = pagemap.read_range(who.p.pid, addr, self.window)
+        who.range_before2 = _bits(entries)
+        pfn = entries[self.layout.index + s.back_pages].pfn
+        if pfn != self.pfns.get(s.who):
+            raise ScenarioError(f"{s.who}'s second mapping maps pfn {pfn} where the first maps "
+                                f"{self.pfns.get(s.who)}: not the same page")
+        return f"mapped at {addr:#x}, poisoned page its page {self.layout.index + s.back_pages}"
+
     def touch(self, s: st.Touch) -> str:
         """Before the injection, a fault that brings the page in; after it, a load whose
         answer (data or SIGBUS) is the participant's access."""
@@ -402,6 +436,7 @@ class _Play:
             return who.injection2
         pfn = self.pfn
         addrs = [self.poison_addr(w) for w in self.people.values() if w.vaddr is not None]
+        addrs += [w.vaddr2 for w in self.people.values() if w.vaddr2 is not None]
         if len(set(addrs)) != len(addrs):
             raise ScenarioError(f"two mappers map the poisoned page at one address ({addrs}): "
                                 "a signal sent to the wrong one could not be told apart")
@@ -511,6 +546,10 @@ class _Play:
             map_offset_page=self.window_offset(who.file) // PAGE_SIZE if maps else None,
             poison_index=self.layout.index if maps else None,
             range_before=who.range_before, range_after=bits,
+            poison_addr2=(None if who.vaddr2 is None else
+                          who.vaddr2 + (self.layout.index + who.back2) * PAGE_SIZE),
+            poison_index2=None if who.vaddr2 is None else self.layout.index + who.back2,
+            range_before2=who.range_before2, range_after2=who.range_after2,
         )
 
 

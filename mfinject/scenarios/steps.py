@@ -50,6 +50,19 @@ class Map:
 
 
 @dataclass(frozen=True)
+class MapAgain:
+    """``who`` maps the same file a second time, at a window that starts ``back_pages``
+    pages earlier in the file (so the poisoned page is another page of it, at another
+    address), and faults every page of it."""
+
+    who: str
+    back_pages: int = 1
+
+    def describe(self) -> str:
+        return f"{self.who} maps the file again, {self.back_pages} page(s) earlier, and faults it"
+
+
+@dataclass(frozen=True)
 class Touch:
     """``who`` loads a byte of the poisoned page through its mapping (a fresh fault, or a
     load from a page still mapped); a SIGBUS is the answer and ends the process."""
@@ -190,7 +203,7 @@ class Probe:
         return "every mapper still alive loads the poisoned page again"
 
 
-Step = (Clone | Map | Touch | Unmap | Truncate | Unlink | FindPfn | Pin | Inject | Unpoison
+Step = (Clone | Map | MapAgain | Touch | Unmap | Truncate | Unlink | FindPfn | Pin | Inject | Unpoison
         | MapAfter | Pread | FileIO | Write | Probe)
 
 

@@ -174,6 +174,17 @@ def reflink_lost_owner(kernel: str = K6_1, path: str = "generic", **y: object) -
                 kernel=kernel, path=path, fs="xfs")
 
 
+VA_C2 = VA_C + (512 << 20)  # C's second mapping of the file, one page earlier in it
+
+
+def two_mappings(**c: object) -> Observation:
+    """C maps the file twice; page 3 of the first window is page 4 of the second."""
+    base = {"sigbus": [ao(addr=VA_C + 3 * 4096)], "vaddr": VA_C, "poison_addr": VA_C + 3 * 4096,
+            "poison_index": 3, "range_after": "11101111", "poison_addr2": VA_C2 + 4 * 4096,
+            "poison_index2": 4, "range_after2": "11110111"}
+    return _obs("corrupt-pfn-two-mappings", [_injector(), _p("C", **{**base, **c})])
+
+
 _REFLINK_WARN = ("WARN: [  192.911039] WARNING: CPU: 0 PID: 923 at fs/dax.c:380 "
                  "dax_insert_entry+0x227/0x320",
                  "new taint: taint flags W (0x200) appeared during the test")
@@ -281,6 +292,15 @@ LEAKS = (
              _injector(), _p("X", vaddr=VA_A, exit="alive"),
              _p("Y", sigbus=[ao()], vaddr=VA_C))), FAIL,
          "X.mapping mapped (observed unmapped)"),
+    Leak("11l", "corrupt-pfn-two-mappings: C's second mapping keeps the poisoned page",
+         lambda: two_mappings(range_after2="1" * 8), FAIL,
+         "C window2: expected only the poisoned page unmapped, observed all mapped"),
+    Leak("11m", "corrupt-pfn-two-mappings: a SIGBUS per mapping",
+         lambda: two_mappings(sigbus=[ao(addr=VA_C + 3 * 4096), ao(addr=VA_C2 + 4 * 4096)]),
+         FAIL, "C signal: expected BUS_MCEERR_AO, observed BUS_MCEERR_AO, BUS_MCEERR_AO"),
+    Leak("11n", "corrupt-pfn-two-mappings: si_addr the same page index in the other mapping",
+         lambda: two_mappings(sigbus=[ao(addr=VA_C2 + 3 * 4096)]), FAIL,
+         "C si_addr_any: expected a poisoned page's address, observed"),
     # 11: every scenario poisoned page 0 of a mapping at file offset 0, one page checked
     Leak("11a", "madvise-self at an offset: si_addr is the start of the mapping",
          lambda: _obs("madvise-self", [offset(sigbus=[ar(addr=VA_A)])]), FAIL,
@@ -543,3 +563,8 @@ def test_run_leak_is_not_a_pass(leak: RunLeak) -> None:
 def test_a_pmd_signal_may_name_the_page_or_the_base_of_its_2mib_extent(addr: int) -> None:
     """sigaction(2): si_addr_lsb says which low bits of si_addr are significant."""
     assert judge(pmd_self(addr)).verdict == PASS
+
+
+@pytest.mark.parametrize("addr", [VA_C + 3 * 4096, VA_C2 + 4 * 4096])
+def test_a_process_mapping_the_page_twice_may_be_told_either_address(addr: int) -> None:
+    assert judge(two_mappings(sigbus=[ao(addr=addr)])).verdict == PASS
