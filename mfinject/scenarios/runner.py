@@ -290,8 +290,7 @@ class _Play:
 
     def mount_facts(self) -> list[tuple[str, str]]:
         """The filesystem's features as read back after mkfs and mount."""
-        features = getattr(self.mount, "features", None)
-        return list(features.as_facts()) if features is not None else []
+        return list(self.mount.features.as_facts())
 
     # -- the steps ------------------------------------------------------------
     def clone(self, s: st.Clone) -> str:
