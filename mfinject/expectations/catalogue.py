@@ -376,7 +376,9 @@ EXPECTATIONS = {
 }
 
 # every iteration of a race ends in a documented outcome (see race_runner.violations)
-EXPECTATIONS.update({race.name: (Expect("kernel", "violations", "none", src.DAX_LOCK_RACE),)
+EXPECTATIONS.update({race.name: (Expect("kernel", "violations", "none",
+                                        src.MADVISE_FAULT_RACE if race.injector == races.MADVISE
+                                        else src.DAX_LOCK_RACE),)
                      for race in races.RACES})
 
 # Cases where the kernel does not do what the sources above say, each found by

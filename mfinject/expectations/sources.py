@@ -215,6 +215,15 @@ DAX_LOCK_RACE = Source(
     "(a page leaving its file is either locked in the file it is still in, or not locked at "
     "all and the injection ends with -EBUSY; a late-kill mapper is only unmapped)",
 )
+MADVISE_FAULT_RACE = Source(
+    "commit 03151c6e0b66 and fs/dax.c",
+    "mm/memory-failure: send SIGBUS(BUS_MCEERR_AR) only to current thread (the caller of "
+    "madvise() gets it, with the page's address; no other thread does); the racing fault and "
+    "dax_lock_page() take the same DAX entry lock, so the fault maps the page before the poison "
+    "(its load reads the data) or after it (the old data under software injection, as in "
+    "race-fault, or SIGBUS BUS_MCEERR_AR at the page)",
+    "v5.8",
+)
 COMMIT_PRE_REMOVE = Source(
     "commit fa422b353d21",
     "mm, pmem, xfs: Introduce MF_MEM_PRE_REMOVE for unbind",

@@ -7,7 +7,11 @@ signal stops the tracee in signal-delivery-stop, where PTRACE_GETSIGINFO gives
 the exact si_code, si_addr and si_addr_lsb the kernel queued. At that moment,
 before the signal takes effect, the tracer also reads the tracee's pagemap for
 the addresses it was asked to watch. The signal is then delivered as the
-kernel meant it (SIGBUS's default action ends the process).
+kernel meant it (SIGBUS's default action ends the process), except on a
+thread the scenario asked to keep (:meth:`Tracer.keep_alive`): there the
+tracer records the SIGBUS and suppresses it, which is safe only for a signal
+raised inside a system call (madvise(MADV_HWPOISON) sends BUS_MCEERR_AR to
+its caller), never for one raised by a faulting load, which would repeat.
 
 All ptrace calls happen on the thread that seized the tracees, as the kernel
 requires.
@@ -55,6 +59,7 @@ class SignalEvent:
     # entry of each of its pages)
     pagemap: tuple[tuple[int, tuple[int, ...]], ...] = ()
     tid: int = 0  # the thread that took the signal-delivery-stop (pid: the main thread)
+    delivered: bool = True  # False: recorded, then suppressed (Tracer.keep_alive)
 
     @property
     def code_name(self) -> str:
@@ -78,6 +83,8 @@ class TraceeLog:
     exit_status: int | None = None  # os.waitstatus_to_exitcode() form
     # other threads seized with seize_thread(): tid -> still being traced
     threads: dict[int, bool] = field(default_factory=dict)
+    # threads whose SIGBUS is recorded but not delivered (Tracer.keep_alive)
+    keep: set[int] = field(default_factory=set)
 
     @property
     def alive(self) -> bool:
@@ -102,6 +109,14 @@ class Tracer:
         ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_EXITKILL)
         self.tracees[pid].threads[tid] = True
         log.debug("seized thread %d of %d", tid, pid)
+
+    def keep_alive(self, pid: int, tid: int) -> None:
+        """Record thread ``tid``'s SIGBUS, then suppress it: the process lives on.
+
+        Only for a thread that poisons with madvise() and does nothing else: a
+        SIGBUS raised by a faulting load, suppressed, would fault again for ever.
+        """
+        self.tracees[pid].keep.add(tid)
 
     def watch(self, pid: int, addr: int, length: int) -> None:
         self.tracees[pid].watch.append((addr, length))
@@ -165,11 +180,12 @@ class Tracer:
             at_ns=time.monotonic_ns(),
             pagemap=tuple(snap),
             tid=tid,
+            delivered=not (sig == signal.SIGBUS and tid in entry.keep),
         )
         entry.signals.append(ev)
-        log.info("pid %d (thread %d) got %s %s addr=%#x lsb=%d", entry.pid, tid, ev.signal_name,
-                 ev.code_name, ev.addr, ev.addr_lsb)
-        ptrace(PTRACE_CONT, tid, 0, sig)
+        log.info("pid %d (thread %d) got %s %s addr=%#x lsb=%d%s", entry.pid, tid, ev.signal_name,
+                 ev.code_name, ev.addr, ev.addr_lsb, "" if ev.delivered else " (suppressed)")
+        ptrace(PTRACE_CONT, tid, 0, sig if ev.delivered else 0)
 
     def settle(self, quiet_s: float, limit_s: float) -> None:
         """Pump until nothing has happened for ``quiet_s`` (at most ``limit_s``)."""

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import signal
 import time
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from mfinject import fs, kernel, pmem
-from mfinject.injectors import CORRUPT_PFN, CorruptPfnInjector, check_pfn
+from mfinject.injectors import CORRUPT_PFN, INJECTORS, check_pfn
 from mfinject.observers import ftrace, kmsg, pagemap
-from mfinject.observers.tracer import Tracer
+from mfinject.observers.mflog import HWPOISON_FAULT
+from mfinject.observers.tracer import SignalEvent, Tracer
 from mfinject.participant import Participant, Timed, cast, overlap_us, reply_text
 from mfinject.scenarios import LATE
-from mfinject.scenarios.races import FAULT, MUNMAP, PUNCH_HOLE, REFLINK, TRUNCATE, Race
+from mfinject.scenarios.races import (FAULT, MADVISE, MUNMAP, OWN_FAULT, PUNCH_HOLE, REFLINK,
+                                      TRUNCATE, Race)
 from mfinject.scenarios.runner import (
     FILL,
     SETTLE_LIMIT_S,
@@ -68,35 +72,50 @@ class Iteration:
     # how long the two calls ran at the same time, in us (negative: the gap
     # between them); None when a side did not report when it ran
     overlap_us: float | None = None
+    # the signals of the injecting thread: none for I (it maps nothing), the
+    # caller's BUS_MCEERR_AR for madvise()
+    injector_signals: tuple[str, ...] = ()
+    racer_tid: int = 0  # the racing thread (race-madvise-fault: M's thread 1)
 
     def describe(self) -> str:
         both = ("?" if self.overlap_us is None else f"{self.overlap_us:.0f} us overlap"
                 if self.overlap_us >= 0 else f"{-self.overlap_us:.0f} us apart")
         return (f"iteration {self.index} (page {self.page}, inject after {self.inject_delay_us} us,"
                 f" race after {self.race_delay_us} us; {both}): injection {self.injection} via "
-                f"{self.path}, racer {self.racer}, mapper signals "
-                f"{list(self.mapper_signals) or 'none'}")
+                f"{self.path}, injector signals {list(self.injector_signals) or 'none'}, racer "
+                f"{self.racer}, mapper signals {list(self.mapper_signals) or 'none'}")
 
 
-def _fresh(people: dict[str, Participant], tracer: Tracer, name: str, policy: str | None
-           ) -> Participant:
+def _fresh(people: dict[str, Participant], tracer: Tracer, name: str, policy: str | None,
+           threads: int = 1) -> Participant:
     p = people.get(name)
     if p is not None and p.alive:
         return p
     p = Participant(name, tracer)
     if policy:
         p.call("mce_kill", policy=policy)
-    p.start_threads(1)
+    p.start_threads(threads)
     people[name] = p
     return p
 
 
-def violations(race: Race, it: Iteration, expected_path: str) -> list[str]:
-    """What in one iteration falls outside the documented outcomes."""
+def violations(race: Race, it: Iteration, expected_path: str,
+               announced: Collection[int] = ()) -> list[str]:
+    """What in one iteration falls outside the documented outcomes.
+
+    ``announced``: the threads whose SIGBUS the x86 fault handler announced
+    (mflog.HWPOISON_FAULT names the faulting thread): a fault that met the
+    poison, told apart from a signal memory-failure sent to the wrong thread.
+    """
     bad = []
-    if it.injection not in ALLOWED_INJECTION:
-        bad.append(f"injection returned {it.injection!r} (allowed: {', '.join(ALLOWED_INJECTION)})")
-    allowed_racer = FAULT_OUTCOMES if race.racer == FAULT else ("ok",)
+    # madvise: a racing fault that met the poison ends the process (its SIGBUS
+    # is a fault's, delivered), which may take the caller's reply with it
+    allowed = ALLOWED_INJECTION + (("process died",) if race.injector == MADVISE
+                                   and it.racer == FAULT_OUTCOMES[1] else ())
+    if it.injection not in allowed:
+        bad.append(f"injection returned {it.injection!r} (allowed: {', '.join(allowed)})")
+    bad += _injector_signal_violations(race, it, it.racer_tid in announced)
+    allowed_racer = FAULT_OUTCOMES if race.racer in (FAULT, OWN_FAULT) else ("ok",)
     if it.racer not in allowed_racer:
         bad.append(f"the {race.racer} gave {it.racer!r} (allowed: {', '.join(allowed_racer)})")
     if it.mapper_signals:
@@ -104,6 +123,33 @@ def violations(race: Race, it: Iteration, expected_path: str) -> list[str]:
     if it.path != expected_path:
         bad.append(f"the injection took the {it.path} path, not {expected_path}")
     return bad
+
+
+def _injector_signal_violations(race: Race, it: Iteration, fault_announced: bool) -> list[str]:
+    """I maps nothing and gets no signal; madvise()'s caller gets BUS_MCEERR_AR for the
+    page when it poisoned it (commit 03151c6e0b66), none when it refused (-EBUSY).
+
+    When thread 1's SIGBUS ended the process before madvise() replied, the
+    caller's own signal may be lost to the group exit; that is allowed only
+    where the fault handler announced thread 1's SIGBUS as its own: else the
+    kernel may have sent the caller's signal to thread 1 instead.
+    """
+    if race.injector != MADVISE:
+        return [f"I, which maps nothing, got {', '.join(it.injector_signals)}"
+                ] if it.injector_signals else []
+    died = [(), ("BUS_MCEERR_AR",)] if fault_announced else [("BUS_MCEERR_AR",)]
+    want = {"ok": [("BUS_MCEERR_AR",)], "process died": died}.get(it.injection, [()])
+    if it.injector_signals in want:
+        return []
+    return [f"madvise()'s caller (thread 2) got {list(it.injector_signals) or 'no signal'} "
+            f"after {it.injection!r} (expected {' or '.join(str(list(w)) for w in want)})"]
+
+
+def fault_announced(records: Iterable[object]) -> frozenset[int]:
+    """The threads whose SIGBUS the x86 fault handler announced ("MCE: Killing comm:TID")."""
+    return frozenset(int(m.group(1)) for r in records
+                     if isinstance(r, kmsg.KmsgRecord) and HWPOISON_FAULT.matches(r.text)
+                     and (m := re.search(r":(\d+) due to", r.text)))
 
 
 def raced(done: list[Iteration]) -> str | None:
@@ -145,52 +191,109 @@ class _Cast:
     trace_session: ftrace.FunctionTrace | None
 
 
+@dataclass(frozen=True)
+class _Half:
+    """One half of an iteration: which thread of whom does what."""
+
+    p: Participant
+    thread: int
+    op: str
+    args: dict
+
+    @property
+    def tid(self) -> int:
+        return self.p.thread_ids[self.thread - 1]
+
+
+def _halves(race: Race, cast_: _Cast, namespace: pmem.Namespace, path: str, addr: int,
+            page: int) -> tuple[_Half, _Half]:
+    """The injection and the racing call, once the page (or its neighbour) is faulted
+    and its PFN shown to lie in the namespace."""
+    people, tracer = cast_.people, cast_.tracer
+    m = people["M"]
+    target = addr + page * PAGE_SIZE
+    if race.injector == MADVISE:
+        # the page itself stays unfaulted (thread 1's fault is the race): its
+        # neighbour shows the mapping is DAX on this namespace
+        near = addr + (page + 1) % RACE_FILE_PAGES * PAGE_SIZE
+        m.call("touch", addr=near)
+        check_pfn(namespace, _present_pfn(m, near))
+        return (_Half(m, 2, "madvise_hwpoison", {"addr": target, "length": PAGE_SIZE}),
+                _Half(m, 1, "touch", {"addr": target}))
+    m.call("touch", addr=target)
+    pfn = _present_pfn(m, target)
+    check_pfn(namespace, pfn)
+    injecting = _fresh(people, tracer, "I", None)
+    racer = _fresh(people, tracer, "R", None) if race.racer != MUNMAP else m
+    op, args = RACER_OPS[race.racer](path, addr, page)
+    return (_Half(injecting, 1, "write_file", {"path": CORRUPT_PFN, "data": f"{pfn:#x}\n"}),
+            _Half(racer, 1, op, args))
+
+
+def _present_pfn(p: Participant, addr: int) -> int:
+    pfn = pagemap.read_entry(p.pid, addr).pfn
+    if pfn is None:
+        raise ScenarioError(f"{p.name}: the page at {addr:#x} is not present after a touch")
+    return pfn
+
+
+def _signal_texts(events: list[SignalEvent], page_addr: int | None) -> tuple[str, ...]:
+    """SIGBUS si_codes; where the page's address is known, an si_addr that is not it."""
+    return tuple(ev.code_name + ("" if page_addr is None or ev.addr == page_addr
+                                 else f" at {ev.addr:#x}, not the page {page_addr:#x}")
+                 for ev in events if ev.signo == signal.SIGBUS)
+
+
 def _iteration(race: Race, mount: fs.Mount, namespace: pmem.Namespace, cast_: _Cast,
                i: int, rng: random.Random) -> Iteration:
-    """One iteration: M maps and faults a page, then I poisons it while R changes it."""
-    people, tracer = cast_.people, cast_.tracer
+    """One iteration: M maps a page of a fresh file; it is poisoned while it is changed."""
+    tracer = cast_.tracer
     page = rng.randrange(RACE_FILE_PAGES)
     # the injection tends to start first, so that it wins the lock in enough
     # iterations; the windows overlap, so either can start first
     d_inj, d_race = rng.uniform(0, MAX_DELAY_S / 2), rng.uniform(0, MAX_DELAY_S * 1.5)
     path = fs.create_file(mount, f"{race.name}-{i}.dat", RACE_FILE_PAGES * PAGE_SIZE, fill=FILL)
-    m = _fresh(people, tracer, "M", LATE)
-    i_p = _fresh(people, tracer, "I", None)
-    r = _fresh(people, tracer, "R", None) if race.racer != MUNMAP else m
+    m = _fresh(cast_.people, tracer, "M", LATE, threads=2 if race.injector == MADVISE else 1)
+    if race.injector == MADVISE:
+        tracer.keep_alive(m.pid, m.thread_ids[1])
     addr = m.call("mmap", path=path, offset=0, length=RACE_FILE_PAGES * PAGE_SIZE)
-    m.call("touch", addr=addr + page * PAGE_SIZE)
-    entry = pagemap.read_entry(m.pid, addr + page * PAGE_SIZE)
-    if entry.pfn is None:
-        raise ScenarioError(f"iteration {i}: page {page} not present after a touch")
-    check_pfn(namespace, entry.pfn)
-    m_signals, r_signals = len(m.log.signals), len(r.log.signals)
-    op, args = RACER_OPS[race.racer](path, addr, page)
+    inj_half, race_half = _halves(race, cast_, namespace, path, addr, page)
+    seen = {p.pid: len(p.log.signals) for p in (m, inj_half.p, race_half.p)}
     with ftrace.trace_injection(cast_.trace_session) as trace:
         start = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(START_LEAD_S * 1e9)
-        i_p.call("start_on_thread", thread=1, do="after",
-                 args={"at_ns": start + int(d_inj * 1e9), "do": "write_file",
-                       "args": {"path": CORRUPT_PFN, "data": f"{entry.pfn:#x}\n"}})
-        r.call("start_on_thread", thread=1, do="after",
-               args={"at_ns": start + int(d_race * 1e9), "do": op, "args": args})
-        inj = Timed.of(i_p.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S))
-        rac = Timed.of(r.request("wait_thread", thread=1, timeout=SETTLE_LIMIT_S))
+        for half, delay in ((inj_half, d_inj), (race_half, d_race)):
+            half.p.call("start_on_thread", thread=half.thread, do="after",
+                        args={"at_ns": start + int(delay * 1e9), "do": half.op,
+                              "args": half.args})
+        inj = Timed.of(inj_half.p.request("wait_thread", thread=inj_half.thread,
+                                          timeout=SETTLE_LIMIT_S))
+        rac = Timed.of(race_half.p.request("wait_thread", thread=race_half.thread,
+                                           timeout=SETTLE_LIMIT_S))
         tracer.settle(0.05, SETTLE_LIMIT_S)
-    it = Iteration(i, page, round(d_inj * 1e6), round(d_race * 1e6),
-                   reply_text(inj.reply, died="process died"),
-                   _racer_outcome(race, rac, r.log.signals[r_signals:]),
-                   tuple(ev.code_name for ev in m.log.signals[m_signals:]
-                         if ev.signo == signal.SIGBUS),
-                   trace.path, overlap_us(inj, rac))
+    new = {pid: tracer.tracees[pid].signals[n:] for pid, n in seen.items()}
+    own = race.injector == MADVISE  # both halves are threads of M: signals told apart by thread
+    page_addr = addr + page * PAGE_SIZE if own else None
+    it = Iteration(
+        i, page, round(d_inj * 1e6), round(d_race * 1e6),
+        reply_text(inj.reply, died="process died"),
+        _racer_outcome(race, rac, [ev for ev in new[race_half.p.pid]
+                                   if not own or ev.tid == race_half.tid], page_addr),
+        _signal_texts([ev for ev in new[m.pid]
+                       if not own or ev.tid not in (inj_half.tid, race_half.tid)], None),
+        trace.path, overlap_us(inj, rac),
+        _signal_texts([ev for ev in new[inj_half.p.pid] if not own or ev.tid == inj_half.tid],
+                      page_addr), race_half.tid)
     if m.alive and race.racer != MUNMAP:
         m.request("munmap", addr=addr)
     return it
 
 
-def _racer_outcome(race: Race, rac: Timed, signals: list) -> str:
-    bus = [ev for ev in signals if ev.signo == signal.SIGBUS]
-    if race.racer == FAULT and bus:
-        return f"SIGBUS {bus[0].code_name}"
-    if race.racer == FAULT and rac.reply is not None and rac.reply.ok:
+def _racer_outcome(race: Race, rac: Timed, signals: list[SignalEvent],
+                   page_addr: int | None = None) -> str:
+    bus = _signal_texts(signals, page_addr)
+    if race.racer in (FAULT, OWN_FAULT) and bus:
+        return f"SIGBUS {bus[0]}"
+    if race.racer in (FAULT, OWN_FAULT) and rac.reply is not None and rac.reply.ok:
         return "old data" if rac.reply.value == FILL else f"data {rac.reply.value:#x}"
     return reply_text(rac.reply, died="process died")
 
@@ -198,6 +301,9 @@ def _racer_outcome(race: Race, rac: Timed, signals: list) -> str:
 def _participants(race: Race, people: dict[str, Participant]) -> tuple[ParticipantObs, ...]:
     roles = {"I": "I (injects, maps nothing)", "M": "M (maps the page, late kill)",
              "R": f"R ({race.racer})"}
+    if race.injector == MADVISE:
+        roles["M"] = ("M (maps the page, late kill; thread 2 poisons it with madvise(), "
+                      "thread 1 takes the first fault on it)")
     return tuple(ParticipantObs(
         name=name, role=roles[name], pid=p.pid, maps=name == "M",
         policy=LATE if name == "M" else "default", vaddr=None, pfn_before=None, sigbus=(),
@@ -215,6 +321,7 @@ def _facts(race: Race, mount: fs.Mount, seed: int, iterations: int, done: list[I
         ("seed", str(seed)),
         ("iterations", str(len(done))),
         ("injection_outcomes", tally([it.injection for it in done])),
+        ("injector_signals", tally([", ".join(it.injector_signals) or "none" for it in done])),
         ("racer_outcomes", tally([it.racer for it in done])),
         ("paths", tally([it.path for it in done])),
         ("overlapping", f"{len(both)} of {len(done)} iterations"
@@ -230,8 +337,8 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
     """Every iteration judged against its rule; a race that never raced is an error."""
     if race.needs_reflink and not mount.reflink:
         raise NotMeaningful(f"{race.name} needs reflink: {mount.kind.name} has none "
-                            "(only xfs-rmapbt is made with reflink=1)")
-    CorruptPfnInjector(namespace)  # the same prerequisites
+                            "(mfinject list shows the kinds that have)")
+    INJECTORS[race.injector](namespace)  # the same prerequisites
     rng = random.Random(f"{seed}/{race.name}/{mount.kind.name}")
     started = time.monotonic()
     tracer = Tracer()
@@ -244,8 +351,9 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
             log.info("%s seed %d: %s", race.name, seed, done[-1].describe())
         records = log_capture.read()
         observed = _participants(race, people)
+    announced = fault_announced(records)
     bad = [f"{it.describe()}: {'; '.join(v)}" for it in done
-           if (v := violations(race, it, mount.mf_path))]
+           if (v := violations(race, it, mount.mf_path, announced))]
     hw_delta = kernel.hardware_corrupted_kb() - hw_before
     if hw_delta != 4 * len(done):
         # every injection counts its page, EBUSY included (seen on 6.1.0-56,
@@ -260,7 +368,7 @@ def run(race: Race, mount: fs.Mount, namespace: pmem.Namespace, seed: int, itera
                             + "; ".join(f"{k}: {v}" for k, v in facts))
     traced = sorted({it.path for it in done} - {"not traced"})
     return Observation(
-        scenario=race.name, title=race.title, injector="corrupt-pfn", fs=mount.kind.name,
+        scenario=race.name, title=race.title, injector=race.injector, fs=mount.kind.name,
         path=mount.mf_path, kernel=kernel.release(), pfn=0, participants=observed,
         dmesg=tuple(str(r) for r in records[-200:]),
         hardware_corrupted_delta_kb=hw_delta,

@@ -60,3 +60,67 @@ def test_timed_unwraps_the_reply_of_op_after():
     t = Timed.of(reply)
     assert t.reply == Reply(False, None, 16, "busy") and (t.start_ns, t.end_ns) == (1, 2)
     assert race_runner.reply_text(t.reply) == "Device or resource busy"
+
+
+MADVISE_FAULT = next(r for r in races.RACES if r.injector == races.MADVISE)
+
+
+def _own(injection: str = "ok", racer: str = "old data", injector: tuple[str, ...] = (
+        "BUS_MCEERR_AR",), mapper: tuple[str, ...] = ()) -> Iteration:
+    return Iteration(0, 3, 100, 100, injection, racer, mapper, "generic", 5.0, injector, 4242)
+
+
+def test_race_madvise_fault_passes_the_documented_outcomes():
+    assert violations(MADVISE_FAULT, _own(), "generic") == []
+    assert violations(MADVISE_FAULT, _own(racer="SIGBUS BUS_MCEERR_AR"), "generic") == []
+    # the fault met the poison and its SIGBUS (announced by the fault handler)
+    # ended the process before madvise() replied
+    assert violations(MADVISE_FAULT, _own("process died", "SIGBUS BUS_MCEERR_AR", ()), "generic",
+                      {4242}) == []
+    assert violations(MADVISE_FAULT, _own("Device or resource busy", injector=()),
+                      "generic") == []
+
+
+def test_race_madvise_fault_leaks():
+    """Wrong kernel behaviour that each rule catches (the leak table of this race)."""
+    wrong = {
+        # madvise()'s caller got no BUS_MCEERR_AR (commit 03151c6e0b66)
+        "caller not signalled": _own(injector=()),
+        # the caller's signal named another address (si_addr)
+        "caller's si_addr": _own(injector=("BUS_MCEERR_AR at 0x7d0000001000, not the page "
+                                           "0x7d0000003000",)),
+        # the caller got AO, or two signals
+        "caller AO": _own(injector=("BUS_MCEERR_AO",)),
+        "caller twice": _own(injector=("BUS_MCEERR_AR", "BUS_MCEERR_AR")),
+        # EBUSY, yet a signal
+        "signal after EBUSY": _own("Device or resource busy"),
+        # thread 1 got a SIGBUS at another address, or with another code
+        "fault's si_addr": _own(racer="SIGBUS BUS_MCEERR_AR at 0x1000, not the page 0x3000"),
+        "fault's code": _own(racer="SIGBUS BUS_ADRERR"),
+        # the faulting thread read something else
+        "wrong data": _own(racer="data 0x0"),
+        # another thread of M (the main one) got a signal
+        "main thread": _own(mapper=("BUS_MCEERR_AR",)),
+        # the caller's AR went to thread 1 instead: the process died with no
+        # fault handler announcement for thread 1
+        "AR to the wrong thread": _own("process died", "SIGBUS BUS_MCEERR_AR", ()),
+        # the process died without any SIGBUS of thread 1
+        "caller killed": _own("process died", "process died", ()),
+    }
+    for what, it in wrong.items():
+        assert violations(MADVISE_FAULT, it, "generic", {9999}) != [], what
+
+
+def test_i_which_maps_nothing_may_get_no_signal():
+    it = Iteration(0, 1, 100, 100, "ok", "ok", (), "generic", 5.0, ("BUS_MCEERR_AO",))
+    assert violations(TRUNCATE, it, "generic") != []
+
+
+def test_the_fault_handler_names_the_thread_it_killed():
+    from mfinject.observers.kmsg import KmsgRecord, Lost
+    records = [KmsgRecord(3, 1, 0, "MCE: Killing python3:4242 due to hardware memory corruption "
+                                   "fault at 7d0000003000"),
+               KmsgRecord(3, 2, 0, "Memory failure: 0x1234: Sending SIGBUS to python3:77 due to "
+                                   "hardware memory corruption"),
+               Lost(3, 1)]
+    assert race_runner.fault_announced(records) == {4242}
