@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -18,6 +19,7 @@ from pathlib import Path
 from mfinject import listing, report, selection
 from mfinject.errors import MfinjectError
 from mfinject.expectations.model import CRASHED, ERROR, SKIPPED
+from mfinject.options import parse_shard
 from mfinject.report import diff, table
 from mfinject.results import ResultSet, ScenarioResult, load, load_jsonl
 from mfinject.vm import kernels, outcomes, runner
@@ -101,15 +103,24 @@ def cmd_vm(args: argparse.Namespace) -> int:
                             pytest_args=guest_args, command=args.pmem_host_command,
                             command_cwd=os.getcwd(), plant_crash=args.plant_crash)
     resolved = [kernels.resolve(spec) for spec in specs]
-    plan = runner.plan_parallelism(len(resolved))
-    print(f"mfinject: {plan.jobs} VM(s) at a time: {plan.reason}", flush=True)
+    units = [(kernel, part) for kernel in resolved
+             for part in _parts(args.shard, args.jobs, len(resolved))]
+    plan = runner.plan_parallelism(len(units))
+    print(f"mfinject: {plan.jobs} VM(s) at a time: {plan.reason}"
+          + (f"; {len(units) // len(resolved)} part(s) of each kernel's tests"
+             if len(units) > len(resolved) else ""), flush=True)
 
-    def one(kernel: kernels.Kernel) -> list[ScenarioResult]:
+    def one(unit: tuple[kernels.Kernel, str | None]) -> list[ScenarioResult]:
+        kernel, part = unit
         sub = run_dir / kernel.spec.replace(":", "-").replace("/", "_").strip("_")
-        return _collect(runner.run_kernel(kernel, sub, suite, opts))
+        if part is not None and args.jobs:  # several parts in this run: one directory each
+            sub = sub.with_name(sub.name + ".part" + part.replace("/", "of"))
+        got = opts if part is None else dataclasses.replace(
+            opts, pytest_args=(*opts.pytest_args, f"--mfinject-shard={part}"))
+        return _collect(runner.run_kernel(kernel, sub, suite, got))
 
     with stop_on_signals(), ThreadPoolExecutor(max_workers=plan.jobs) as pool:
-        all_results = [r for got in pool.map(one, resolved) for r in got]
+        all_results = [r for got in pool.map(one, units) for r in got]
     rs = ResultSet(tuple(all_results), {"kernels": specs, "created": stamp})
     write_reports(rs, run_dir)
     print(table.full(rs).replace(table.totals(rs.results), f"results: {run_dir}\n"
@@ -120,6 +131,28 @@ def cmd_vm(args: argparse.Namespace) -> int:
     if bad or all(r.verdict == SKIPPED for r in rs.results):
         return 1  # a failure, or nothing tested at all
     return 0
+
+
+def _parts(shard: str | None, jobs: int | None, n_kernels: int) -> list[str | None]:
+    """The parts of each kernel's tests to run, as --mfinject-shard values (None: all).
+
+    --shard K/N: that part alone (a CI system fans out the others). --jobs N:
+    every part of N, each in its own VM; by default as many as cores and
+    memory allow beside the other kernels (1 on a 2-core host).
+    """
+    if shard is not None:
+        if jobs not in (None, 1):
+            raise MfinjectError("give --shard or --jobs, not both: --shard runs one part here, "
+                                "--jobs every part")
+        try:
+            part, parts = parse_shard(shard)
+        except ValueError as e:
+            raise MfinjectError(f"--shard {shard!r}: {e}") from None
+        return [f"{part}/{parts}"]
+    n = jobs if jobs is not None else max(1, runner.plan_parallelism(10**6).jobs // n_kernels)
+    if n < 1:
+        raise MfinjectError(f"--jobs {n}: give 1 or more VMs per kernel")
+    return [None] if n == 1 else [f"{k}/{n}" for k in range(1, n + 1)]
 
 
 @contextlib.contextmanager
@@ -240,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--scenario", action="append", metavar="NAME",
                     help="run this scenario or race only (exact name); may repeat. With --fs "
                          "or --scenario the guard tests are left out")
+    vm.add_argument("--jobs", type=int, metavar="N",
+                    help="VMs per kernel, each running one of N parts of its tests (the split "
+                    "of --shard), results merged; default: as many as cores and memory allow "
+                    "beside the other kernels (1 on a 2-core host)")
+    vm.add_argument("--shard", metavar="K/N",
+                    help="run part K of N of each kernel's selected tests: the same split "
+                    "wherever it runs, for CI systems that fan out (merge the parts with "
+                    "mfinject report DIR...)")
     vm.add_argument("pytest_args", nargs="*", help="extra arguments for pytest in the guest "
                     "(after --)")
     vm.set_defaults(func=cmd_vm)

@@ -558,3 +558,34 @@ def physical_offset(path: str, offset: int) -> int:
         raise FsError(f"{path}: no extent at offset {offset} (FIEMAP)")
     logical, physical = struct.unpack_from("=QQ", out, 32)
     return physical + (offset - logical)
+
+
+FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_MAX_OFFSET = (1 << 64) - 1
+_FIEMAP_HEADER = struct.Struct("=QQIIII")      # start, length, flags, mapped, count, reserved
+_FIEMAP_EXTENT = struct.Struct("=QQQ16xI12x")  # logical, physical, length, ..., flags, ...
+
+
+def extents(path: str, per_call: int = 64) -> list[tuple[int, int, int]]:
+    """Every extent of the file as (logical, physical, length) in bytes (FIEMAP)."""
+    found: list[tuple[int, int, int]] = []
+    start = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while True:
+            buf = bytearray(_FIEMAP_HEADER.pack(start, FIEMAP_MAX_OFFSET - start,
+                                                FIEMAP_FLAG_SYNC, 0, per_call, 0)
+                            + bytes(_FIEMAP_EXTENT.size * per_call))
+            fcntl.ioctl(fd, FS_IOC_FIEMAP, buf, True)
+            mapped = _FIEMAP_HEADER.unpack_from(buf)[3]
+            if not mapped:
+                return found
+            for i in range(mapped):
+                logical, physical, length, flags = _FIEMAP_EXTENT.unpack_from(
+                    buf, _FIEMAP_HEADER.size + i * _FIEMAP_EXTENT.size)
+                found.append((logical, physical, length))
+                if flags & FIEMAP_EXTENT_LAST:
+                    return found
+            start = logical + length
+    finally:
+        os.close(fd)

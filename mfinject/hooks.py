@@ -13,15 +13,18 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Generator
+from typing import TypeVar
 
 import pytest
 
 from mfinject import pmem
 from mfinject.expectations.model import SKIPPED
 from mfinject.options import settings, truthy
-from mfinject.records import (RECORDER_KEY, Recorder, ScenarioResult, fs_of, is_pmem,
-                              properties, recorder, subject_of)
+from mfinject.records import (FAILED_KEY, FS_FIXTURE, NEXT_ITEM_KEY, RECORDER_KEY, Recorder,
+                              ScenarioResult, fs_of, is_pmem, properties, recorder, subject_of)
 from mfinject.report import table
+
+T = TypeVar("T")
 
 
 def _progress(line: str) -> None:
@@ -75,21 +78,58 @@ def pytest_report_header(config: pytest.Config) -> str:
     return line
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m: a shard is part of what they selected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked deliberate_crash run only in the VM and only when asked for.
 
     They crash the kernel: on a real pmem machine they would take it down.
+    The rest run grouped by filesystem kind, so that one filesystem serves a
+    kind's tests in a row (mfinject.fspool); with --mfinject-shard, only the
+    part asked for.
     """
     allowed = truthy(os.environ.get("MFINJECT_IN_VM")) and \
         truthy(os.environ.get("MFINJECT_CRASH_TEST"))
-    if allowed:
-        return
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("deliberate_crash") else keep).append(item)
+        (drop if item.get_closest_marker("deliberate_crash") and not allowed else keep).append(item)
+    ordered = by_fs_kind(keep, list(settings(config).fs_kinds()))
+    shard = settings(config).shard
+    if shard is not None:
+        mine = set(map(id, shard_of(ordered, *shard)))
+        drop += [item for item in ordered if id(item) not in mine]
+        ordered = [item for item in ordered if id(item) in mine]
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    items[:] = ordered
+
+
+def shard_of(items: list[T], part: int, parts: int) -> list[T]:
+    """Part ``part`` (1-based) of ``parts`` contiguous, near-equal parts of ``items``.
+
+    Contiguous in the run's order (tests on no filesystem, then kind by kind):
+    each part makes few filesystems, and the parts of one collection are the
+    same wherever they run. Together they are ``items``, each once.
+    """
+    n = len(items)
+    return items[(part - 1) * n // parts: part * n // parts]
+
+
+def by_fs_kind(items: list[pytest.Item], kinds: list[str]) -> list[pytest.Item]:
+    """Tests on no filesystem first, then each kind's in the kinds' order, then the
+    tests that choose their filesystem themselves; otherwise as collected."""
+    def key(item: pytest.Item) -> tuple[int, int]:
+        name = fs_of(item)
+        if name == "-":
+            return (0, 0)
+        if _chooses_fs(item) or name not in kinds:
+            return (2, 0)
+        return (1, kinds.index(name))
+    return sorted(items, key=key)
+
+
+def _chooses_fs(item: pytest.Item) -> bool:
+    return any(FS_FIXTURE in str(m.args[0] if m.args else m.kwargs.get("argnames", ""))
+               for m in item.iter_markers("parametrize"))
 
 
 def _check_device(session: pytest.Session) -> None:
@@ -125,6 +165,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     gets its verdict as properties."""
     outcome = yield
     report = outcome.get_result()
+    if report.failed:
+        item.stash[FAILED_KEY] = True
     if not is_pmem(item):
         return
     rec = recorder(item.config)
@@ -136,7 +178,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item) -> None:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    item.stash[NEXT_ITEM_KEY] = nextitem
     _progress(f"running {item.nodeid} scenario={subject_of(item)} fs={fs_of(item)}")
 
 

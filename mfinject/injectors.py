@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfinject import ledger
 from mfinject.errors import MfinjectError
 from mfinject.participant import Participant, Reply, reply_text
 from mfinject.pmem import Namespace, PmemError, data_start
@@ -67,6 +68,7 @@ class MadviseInjector:
             raise InjectError("madvise injection needs a participant that maps the page")
         check_pfn(self.namespace, pfn)
         log.info("%s: madvise(%#x, MADV_HWPOISON) for pfn %#x", by.name, vaddr, pfn)
+        ledger.note(pfn)
         reply = by.request("madvise_hwpoison", addr=vaddr, length=PAGE_SIZE)  # one page only
         return Injection(self.name, by.name, pfn, vaddr, reply)
 
@@ -86,6 +88,7 @@ class CorruptPfnInjector:
     def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
         check_pfn(self.namespace, pfn)
         log.info("%s: echo %#x > %s", by.name, pfn, CORRUPT_PFN)
+        ledger.note(pfn)
         reply = by.request("write_file", path=CORRUPT_PFN, data=f"{pfn:#x}\n")
         return Injection(self.name, by.name, pfn, vaddr, reply)
 

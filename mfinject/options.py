@@ -55,6 +55,14 @@ OPTIONS = (
            "(page 0 of a mapping at file offset 0, as the suite did until 0.3)"),
     Option("mfinject_race_iterations", "MFINJECT_RACE_ITERATIONS",
            f"iterations of each race scenario, 1 or more (default {DEFAULT_RACE_ITERATIONS})"),
+    Option("mfinject_fresh_fs", "MFINJECT_FRESH_FS",
+           "make a new filesystem on a reset namespace for every test, instead of keeping "
+           "one while nothing it holds could reach the next test (mfinject.fspool)",
+           flag=True),
+    Option("mfinject_shard", "MFINJECT_SHARD",
+           "run part K of N of the selected tests, K/N (1 <= K <= N): the same split on every "
+           "machine, each part a run of whole filesystem kinds where it can be; the parts' "
+           "results merge with `mfinject report`"),
     Option("mfinject_mkfs_options", "MFINJECT_MKFS_OPTIONS",
            "add a filesystem kind of your own, custom-FSTYPE, made with mkfs.FSTYPE -f -q OPTS "
            "DEVICE (as xfstests' MKFS_OPTIONS; '' for mkfs's defaults)"),
@@ -141,6 +149,22 @@ def _layout(raw: Raw | None) -> str:
     return text
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" as (K, N); ValueError naming the form for anything else."""
+    k, sep, n = text.strip().partition("/")
+    try:
+        part, parts = int(k), int(n)
+    except ValueError:
+        part, parts = 0, 0
+    if not sep or parts < 1 or not 1 <= part <= parts:
+        raise ValueError("give K/N, part K of N with 1 <= K <= N (e.g. 1/2)")
+    return part, parts
+
+
+def _shard(raw: Raw | None) -> tuple[int, int] | None:
+    return None if raw is None else _checked(raw, "", parse_shard)
+
+
 def _iterations(raw: Raw | None) -> int:
     if raw is None:
         return DEFAULT_RACE_ITERATIONS
@@ -187,6 +211,8 @@ class Settings:
     race_iterations: int
     layout: str = "seeded"  # mfinject.scenarios.runner.LAYOUTS
     custom_fs: fs.FsKind | None = None  # --mfinject-mkfs-options: the user's own kind
+    fresh_fs: bool = False  # a new filesystem for every test (--mfinject-fresh-fs)
+    shard: tuple[int, int] | None = None  # (K, N): part K of N (--mfinject-shard)
 
     def fs_kinds(self) -> dict[str, fs.FsKind]:
         """The filesystem kinds of this session: fs.FS_KINDS, then the custom one."""
@@ -209,6 +235,8 @@ def read(config: pytest.Config) -> Settings:
         custom_fs=_custom_fs(_raw(config, BY_NAME["mfinject_mkfs_options"]),
                              _raw(config, BY_NAME["mfinject_fstype"]),
                              _raw(config, BY_NAME["mfinject_mount_options"])),
+        fresh_fs=_flag(config, "mfinject_fresh_fs"),
+        shard=_shard(_raw(config, BY_NAME["mfinject_shard"])),
     )
 
 

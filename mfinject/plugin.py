@@ -23,6 +23,8 @@ option                         ini                       environment
 --mfinject-seed=N|random       mfinject_seed             MFINJECT_SEED
 --mfinject-race-iterations=N   mfinject_race_iterations  MFINJECT_RACE_ITERATIONS
 --mfinject-poison-page=WHERE   mfinject_poison_page      MFINJECT_POISON_PAGE
+--mfinject-fresh-fs            mfinject_fresh_fs         MFINJECT_FRESH_FS=1
+--mfinject-shard=K/N           mfinject_shard            MFINJECT_SHARD
 --mfinject-mkfs-options=OPTS   mfinject_mkfs_options     MFINJECT_MKFS_OPTIONS
 --mfinject-fstype=xfs|ext4     mfinject_fstype           MFINJECT_FSTYPE
 --mfinject-mount-options=OPTS  mfinject_mount_options    MFINJECT_MOUNT_OPTIONS

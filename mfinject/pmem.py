@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyudev
 
+from mfinject import ledger
 from mfinject.errors import MfinjectError
 from mfinject.syscalls import PAGE_SIZE
 
@@ -234,6 +235,7 @@ def reset(ns: Namespace) -> Namespace:
     waiter = BlockdevWaiter()
     try:
         ndctl("disable-namespace", ns.name)
+        ledger.forget()
         ndctl("enable-namespace", ns.name)
         if ns.blockdev:
             waiter.wait_add(ns.blockdev)

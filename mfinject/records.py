@@ -72,6 +72,11 @@ ScenarioResult = results_mod.ScenarioResult
 # "xfs", "xfs-rmapbt", ..., "custom-ext4"), is the record's fs and the first part
 # of the test ids (test_scenario[xfs-madvise-self]).
 FS_FIXTURE = "mf_dax_fs"
+# The test pytest runs after this one (None: the last), and whether a phase of
+# this one failed: the filesystem fixture keeps its filesystem only for a next
+# test of the same kind, after a test that did not fail (mfinject.fspool).
+NEXT_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
+FAILED_KEY = pytest.StashKey[bool]()
 # The parameters that name what a test plays: its row's scenario.
 SUBJECTS = ("scenario", "race")
 COLLECTED_FILE = "collected.json"
@@ -169,6 +174,7 @@ class _Test:
     row: ScenarioResult | None = None
     folded: tuple[str, ...] = ()  # texts the row already holds (health findings)
     final: bool = False
+    durations: dict[str, float] = dataclasses.field(default_factory=dict)  # phase -> s
 
 
 class Recorder:
@@ -217,6 +223,7 @@ class Recorder:
         test = self._test(item)
         if test.final:
             return
+        test.durations[report.when] = round(report.duration, 3)
         if report.skipped and not hasattr(report, "wasxfail"):
             if test.row is None:
                 self._set(test, outcome_row(item, SKIPPED, skip_reason(report), self.kernel))
@@ -253,7 +260,8 @@ class Recorder:
         test = self._test(item)
         if not test.final:
             row = test.row or outcome_row(item, ERROR, ENDED_EARLY, self.kernel)
-            test.row = dataclasses.replace(row, message=_join(row.message, note))
+            test.row = dataclasses.replace(row, message=_join(row.message, note),
+                                           durations=dict(test.durations))
             test.final = True
             self._stream(test.row, final=True)
         assert test.row is not None

@@ -45,6 +45,9 @@ class ScenarioResult:
     # and the catalogued crash they matched ("" when none: the run fails)
     crash_consoles: tuple[str, ...] = ()
     known_crash: str = ""
+    # seconds each phase of the test took (setup, call, teardown): what
+    # scripts/benchmark reads; no verdict depends on it
+    durations: dict[str, float] = field(default_factory=dict)
 
     @property
     def fails_run(self) -> bool:
@@ -120,7 +123,8 @@ def _from_dict(r: Any, where: str) -> ScenarioResult:
     fields = {f.name for f in dataclasses.fields(ScenarioResult)}
     return ScenarioResult(**{**{k: v for k, v in r.items() if k in fields},
                              "checks": tuple(checks),
-                             "crash_consoles": tuple(r.get("crash_consoles") or ())})
+                             "crash_consoles": tuple(r.get("crash_consoles") or ()),
+                             "durations": dict(r.get("durations") or {})})
 
 
 def read_jsonl(path: Path) -> tuple[list[ScenarioResult], int]:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from mfinject import fs, kernel, pmem
+from mfinject import fs, kernel, ledger, pmem
 from mfinject.injectors import CORRUPT_PFN, INJECTORS, check_pfn
 from mfinject.observers import ftrace, kmsg, pagemap
 from mfinject.observers.mflog import HWPOISON_FAULT
@@ -218,11 +218,19 @@ def _halves(race: Race, cast_: _Cast, namespace: pmem.Namespace, path: str, addr
         near = addr + (page + 1) % RACE_FILE_PAGES * PAGE_SIZE
         m.call("touch", addr=near)
         check_pfn(namespace, _present_pfn(m, near))
+        # the page's pfn from the extent map (the formula FindPfn confirms)
+        pfn = (pmem.data_start(namespace) + fs.physical_offset(path, page * PAGE_SIZE)
+               ) // PAGE_SIZE
+        check_pfn(namespace, pfn)
+        ledger.check_fresh((pfn,), f"page {page} of {path}")
+        ledger.note(pfn)
         return (_Half(m, 2, "madvise_hwpoison", {"addr": target, "length": PAGE_SIZE}),
                 _Half(m, 1, "touch", {"addr": target}))
     m.call("touch", addr=target)
     pfn = _present_pfn(m, target)
     check_pfn(namespace, pfn)
+    ledger.check_fresh((pfn,), f"page {page} of {path}")
+    ledger.note(pfn)
     injecting = _fresh(people, tracer, "I", None)
     racer = _fresh(people, tracer, "R", None) if race.racer != MUNMAP else m
     op, args = RACER_OPS[race.racer](path, addr, page)

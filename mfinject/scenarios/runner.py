@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from mfinject import fs, kernel, pin, pmem, syscalls
+from mfinject import fs, kernel, ledger, pin, pmem, syscalls
 from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS, UNPOISON_PFN, Injection
 from mfinject.observers import ftrace, kmsg, pagemap
@@ -331,6 +331,7 @@ class _Play:
         entries = pagemap.read_range(p.pid, addr, self.window)
         who.range_before = _bits(entries)
         pfn = entries[self.layout.index].pfn
+        ledger.check_fresh((e.pfn for e in entries), f"{s.who}'s window of {self.files[s.file]}")
         if pfn is None or "0" in who.range_before:
             raise ScenarioError(f"{s.who}: pages of {addr:#x} not present after a touch of "
                                 f"each: {who.range_before}")
@@ -376,6 +377,7 @@ class _Play:
             pfn = entries[self.layout.index].pfn
             if pfn is None:
                 raise ScenarioError(f"{s.who}: the page at {addr:#x} is not present after a touch")
+            ledger.check_fresh((pfn,), f"{s.who}'s page of {self.files[who.file]}")
             self.pfns[s.who] = pfn
             return f"faulted, pfn {pfn:#x}"
         self.observe_after()
@@ -406,6 +408,7 @@ class _Play:
         if not self.namespace.contains_pfn(pfn):
             raise ScenarioError(f"{path}: its page {self.layout.file_page} maps to pfn "
                                 f"{pfn:#x}, outside {self.namespace.name}")
+        ledger.check_fresh((pfn,), f"page {self.layout.file_page} of {path}")
         _confirm_extent_pfn(self.tracer, self.namespace, path, self.layout.file_page + 1)
         self.pfns["(extent map)"] = pfn
         return f"pfn {pfn:#x}"

@@ -11,12 +11,12 @@ pytestmark = pytest.mark.pmem
 
 
 @pytest.mark.parametrize("race", races.RACES, ids=lambda r: r.name)
-def test_race(race, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace, mf_record,
+def test_race(race, mf_dax_fs, mf_namespace, mf_hwpoison, mf_function_trace, mf_record,
               mf_settings):
     seed, iterations = mf_settings.race_seed, mf_settings.race_iterations
     print(f"{race.name} on {mf_dax_fs.kind.name}: seed {seed}, {iterations} iterations")
     try:
-        obs = race_runner.run(race, mf_dax_fs, mf_clean_namespace, seed, iterations,
+        obs = race_runner.run(race, mf_dax_fs, mf_namespace, seed, iterations,
                               mf_function_trace)
     except NotMeaningful as e:
         pytest.skip(f"not meaningful here: {e}")

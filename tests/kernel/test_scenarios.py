@@ -25,9 +25,9 @@ def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, settings
 
 
 @pytest.mark.parametrize("scenario", catalogue.SCENARIOS, ids=lambda s: s.name)
-def test_scenario(scenario, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace,
+def test_scenario(scenario, mf_dax_fs, mf_namespace, mf_hwpoison, mf_function_trace,
                   mf_record, mf_settings, request):
-    _play(scenario, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record, mf_settings,
+    _play(scenario, mf_dax_fs, mf_namespace, mf_function_trace, mf_record, mf_settings,
           request.node)
 
 
@@ -35,7 +35,7 @@ def test_scenario(scenario, mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_funct
 # Only XFS with rmapbt is told (the scenario says why elsewhere is not run).
 @pytest.mark.kernel_log_allows(r"^XFS \(pmem\d+\): ")
 @pytest.mark.parametrize("mf_dax_fs", ["xfs-rmapbt"], indirect=True)
-def test_unbind_mounted(mf_dax_fs, mf_clean_namespace, mf_hwpoison, mf_function_trace, mf_record,
+def test_unbind_mounted(mf_dax_fs, mf_namespace, mf_hwpoison, mf_function_trace, mf_record,
                         mf_settings, request):
-    _play(unbind.UNBIND_MOUNTED, mf_dax_fs, mf_clean_namespace, mf_function_trace, mf_record,
+    _play(unbind.UNBIND_MOUNTED, mf_dax_fs, mf_namespace, mf_function_trace, mf_record,
           mf_settings, request.node)

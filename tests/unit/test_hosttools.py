@@ -35,6 +35,8 @@ COVERED = {
     ("guest.py", "main"): "cmd is sys.executable -m pytest",
     ("runner.py", "_probe_kvm"): "cmd starts with vng_path(): the vm extra (VM_MODULES)",
     ("runner.py", "_boot"): "cmd is vng_command(): vng, then QEMU (on the list)",
+    ("benchmark.py", "_timed"): "argv is sys.executable -m mfinject.cli vm, or the runner's "
+                                "vng command (vng-command.txt) with --exec true",
     ("participant.py", "op_run"): "argv comes from a scenario step: no scenario uses it yet",
 }
 # Python itself (sys.executable), and vng: the vm extra's entry point in the

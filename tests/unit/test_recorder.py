@@ -349,3 +349,33 @@ def test_a_late_kernel_health_finding_fails_an_unspecified_row(pytester, clean_e
     assert row["verdict"] == "fail"
     assert row["message"].splitlines()[-1] == \
         "kernel health: WARN: WARNING: CPU: 0 PID: 1 at fs/dax.c:1 dax_x"
+
+
+def test_each_row_says_how_long_each_phase_took(pytester, clean_env, tmp_path):
+    """scripts/benchmark reads them: setup and teardown against the test's body."""
+    _, _, rows = _run_suite(pytester, tmp_path)
+    assert set(rows["test_suite.py::test_passes"]["durations"]) == {"setup", "call", "teardown"}
+    assert all(v >= 0 for v in rows["test_suite.py::test_passes"]["durations"].values())
+    # skipped at setup: no call phase
+    assert "call" not in rows["test_suite.py::test_skipped_by_marker"]["durations"]
+
+
+def test_two_shards_run_what_one_run_does_each_test_once(pytester, clean_env, tmp_path):
+    pytester.makepyfile(test_suite=SUITE, test_other=OTHER)
+    selected = []
+    for shard in ("", "1/2", "2/2"):
+        out = tmp_path / (shard.replace("/", "of") or "whole")
+        args = [f"--mfinject-shard={shard}"] if shard else []
+        pytester.runpytest(*LOAD, f"--mfinject-results={out}", "-k", "not test_param", *args)
+        selected.append(json.loads((out / "collected.json").read_text()))
+    whole, first, second = selected
+    assert first and second and not set(first) & set(second)
+    assert first + second == whole
+    assert not any("test_param" in n for n in whole)  # the split is of what -k selected
+
+
+def test_a_shard_that_is_not_k_of_n_is_a_usage_error(pytester, clean_env):
+    pytester.makepyfile(test_suite=SUITE)
+    res = pytester.runpytest(*LOAD, "--mfinject-shard=3/2")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*--mfinject-shard '3/2': give K/N*"])

@@ -1,0 +1,101 @@
+"""One filesystem on the namespace, kept mounted from test to test while that is safe.
+
+Making a filesystem for every test (namespace reset, mkfs, mount, read its
+features back, unmount) cost about 5 s of each test under TCG, several times
+the scenario itself. Each scenario creates files of its own names and never
+reads another's, so a filesystem can serve the next test of the same kind as
+long as what the last test left behind cannot reach it:
+
+- every page poisoned since the namespace was reset (:mod:`mfinject.ledger`)
+  still lies inside a file on the filesystem, so no later file can be given
+  it (a truncate, unlink, hole punch or rewrite that freed one forces a reset);
+- the namespace records no bad block (the badblocks injector leaves one);
+- the device and the mount are still there (unbind takes both);
+- the test did not fail (nothing is known of the state a failure left).
+
+Otherwise, and whenever the next test wants another kind, the filesystem is
+unmounted in that test's teardown, and the namespace is reset (PG_hwpoison
+cleared, :func:`mfinject.pmem.reset`) before the next mkfs. Every scenario
+still checks that none of its pages is in the ledger before it injects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+from mfinject import fs, ledger, pmem
+from mfinject.syscalls import PAGE_SIZE
+
+log = logging.getLogger(__name__)
+
+
+def kept_ranges(mount: fs.Mount, data_start: int) -> list[range]:
+    """The PFNs of every file on the filesystem (FIEMAP), as ranges."""
+    ranges = []
+    for top, _dirs, files in os.walk(mount.mountpoint):
+        for name in files:
+            path = os.path.join(top, name)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            for _logical, physical, length in fs.extents(path):
+                first = (data_start + physical) // PAGE_SIZE
+                ranges.append(range(first, (data_start + physical + length + PAGE_SIZE - 1)
+                                    // PAGE_SIZE))
+    return ranges
+
+
+def loose_poison(poisoned: frozenset[int], kept: list[range]) -> list[int]:
+    """The poisoned PFNs that no kept file holds: free space a later file may be given."""
+    return sorted(p for p in poisoned if not any(p in r for r in kept))
+
+
+@dataclass
+class FsPool:
+    namespace: pmem.Namespace
+    kind_name: str | None = None
+    mount: fs.Mount | None = None
+    uses: int = 0  # tests the current filesystem has served
+    made: int = 0  # filesystems made in the session
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def acquire(self, kind: fs.FsKind) -> fs.Mount:
+        """The filesystem of ``kind``: the kept one, or a new one on a reset namespace."""
+        if self.mount is not None and self.kind_name == kind.name:
+            self.uses += 1
+            return self.mount
+        self.release()
+        self.namespace = pmem.reset(self.namespace)
+        self.mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
+        self.kind_name, self.uses = kind.name, 1
+        self.made += 1
+        return self.mount
+
+    def release(self) -> None:
+        """Unmount, if mounted; the next acquire resets the namespace before its mkfs."""
+        self.mount, self.kind_name = None, None
+        self._stack.close()
+
+    def clean_namespace(self) -> pmem.Namespace:
+        """Nothing mounted, every page fresh: for a test that formats the device itself."""
+        self.release()
+        self.namespace = pmem.reset(self.namespace)
+        return self.namespace
+
+    def why_not_keep(self) -> str | None:
+        """Why the filesystem must not serve another test (None: it may)."""
+        m = self.mount
+        if m is None:
+            return "nothing mounted"
+        if not os.path.exists(m.devpath) or not os.path.ismount(m.mountpoint):
+            return f"{m.devpath} or its mount at {m.mountpoint} is gone"
+        bad = pmem.badblocks(self.namespace)
+        if bad:
+            return f"{self.namespace.blockdev} records bad blocks ({', '.join(bad)})"
+        loose = loose_poison(ledger.poisoned(), kept_ranges(m, pmem.data_start(self.namespace)))
+        if loose:
+            return (f"poisoned pfn {', '.join(hex(p) for p in loose[:4])} no longer lies in a "
+                    "file (freed by a truncate, unlink, hole punch or rewrite)")
+        return None

@@ -1,0 +1,147 @@
+"""Keeping a filesystem from test to test: only while no poisoned page is loose.
+
+The wrong kept filesystem would hand a later test's file a page an earlier
+test poisoned: that test would then judge the kernel on a page that was
+poisoned before its injection. These feed the decision exactly that.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from mfinject import fs, fspool, ledger, syscalls
+from mfinject.hooks import by_fs_kind
+
+PAGE = syscalls.PAGE_SIZE
+
+
+@pytest.fixture(autouse=True)
+def empty_ledger():
+    ledger.forget()
+    yield
+    ledger.forget()
+
+
+def _files(tmp_path, *names: str) -> SimpleNamespace:
+    for name in names:
+        with open(tmp_path / name, "wb") as f:
+            f.write(b"\x5a" * (4 * PAGE))
+            f.flush()
+            os.fsync(f.fileno())
+    return SimpleNamespace(mountpoint=str(tmp_path))
+
+
+def _pfn(path, page: int) -> int:
+    return fs.physical_offset(str(path), page * PAGE) // PAGE
+
+
+def test_poison_inside_a_kept_file_is_not_loose(tmp_path):
+    mount = _files(tmp_path, "a.dat", "b.dat")
+    poisoned = frozenset({_pfn(tmp_path / "a.dat", 2), _pfn(tmp_path / "b.dat", 0)})
+    assert fspool.loose_poison(poisoned, fspool.kept_ranges(mount, 0)) == []
+
+
+def test_poison_of_a_file_since_unlinked_is_loose(tmp_path):
+    """unlink (or truncate, hole punch) freed the block: a later file may be given it."""
+    mount = _files(tmp_path, "a.dat", "b.dat")
+    freed = _pfn(tmp_path / "a.dat", 1)
+    os.unlink(tmp_path / "a.dat")
+    assert fspool.loose_poison(frozenset({freed}), fspool.kept_ranges(mount, 0)) == [freed]
+
+
+def test_poison_of_a_truncated_file_is_loose(tmp_path):
+    mount = _files(tmp_path, "a.dat")
+    freed = _pfn(tmp_path / "a.dat", 3)
+    os.truncate(tmp_path / "a.dat", PAGE)
+    os.sync()
+    assert fspool.loose_poison(frozenset({freed}), fspool.kept_ranges(mount, 0)) == [freed]
+
+
+def test_the_data_start_moves_every_range(tmp_path):
+    mount = _files(tmp_path, "a.dat")
+    pfn = _pfn(tmp_path / "a.dat", 0)
+    shifted = fspool.kept_ranges(mount, 1 << 30)
+    assert fspool.loose_poison(frozenset({pfn}), shifted) == [pfn]
+    assert fspool.loose_poison(frozenset({pfn + (1 << 30) // PAGE}), shifted) == []
+
+
+def test_every_extent_of_a_fragmented_file_is_read(tmp_path):
+    """More extents than one FIEMAP call returns: the later ones count too."""
+    path = tmp_path / "holes.dat"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for page in range(0, 40, 2):  # every other page: a hole between extents
+            os.pwrite(fd, b"\x5a" * PAGE, page * PAGE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    found = fs.extents(str(path), per_call=3)
+    assert [logical for logical, _, _ in found] == [p * PAGE for p in range(0, 40, 2)]
+    last = _pfn(path, 38)
+    assert fspool.loose_poison(frozenset({last}),
+                               fspool.kept_ranges(SimpleNamespace(mountpoint=str(tmp_path)), 0)
+                               ) == []
+
+
+def test_a_scenario_refuses_a_page_the_ledger_holds():
+    ledger.note(0x1234)
+    ledger.check_fresh([0x1233, None, 0x1235], "A's window")
+    with pytest.raises(ledger.PoisonedPageError, match="0x1234 was poisoned by an earlier test"):
+        ledger.check_fresh([0x1233, 0x1234], "A's window")
+    ledger.forget()
+    ledger.check_fresh([0x1234], "A's window")
+
+
+def _item(name: str, fs_name: str | None, chooses: bool = False) -> SimpleNamespace:
+    params = {"mf_dax_fs": fs_name} if fs_name else {}
+    marks = [SimpleNamespace(args=("mf_dax_fs", [fs_name]), kwargs={})] if chooses else []
+    return SimpleNamespace(name=name, callspec=SimpleNamespace(params=params),
+                           iter_markers=lambda _name, m=marks: iter(m))
+
+
+def test_tests_run_grouped_by_kind_in_the_kinds_order():
+    items = [_item("race-a", "xfs"), _item("race-a", "ext4"), _item("guard", None),
+             _item("unbind", "xfs-rmapbt", chooses=True), _item("scn-b", "xfs"),
+             _item("scn-b", "ext4"), _item("scn-c", "xfs-rmapbt")]
+    got = [(i.name, i.callspec.params.get("mf_dax_fs"))
+           for i in by_fs_kind(items, ["xfs", "xfs-rmapbt", "ext4"])]
+    assert got == [("guard", None), ("race-a", "xfs"), ("scn-b", "xfs"),
+                   ("scn-c", "xfs-rmapbt"), ("race-a", "ext4"), ("scn-b", "ext4"),
+                   ("unbind", "xfs-rmapbt")]
+
+
+def test_shards_are_contiguous_parts_that_together_are_the_run():
+    from mfinject.hooks import shard_of
+    items = list(range(23))
+    for parts in (1, 2, 3, 5, 23, 30):
+        got = [shard_of(items, k, parts) for k in range(1, parts + 1)]
+        assert [x for part in got for x in part] == items  # each once, in order
+        assert max(map(len, got)) - min(map(len, got)) <= 1
+
+
+def test_a_shard_is_k_of_n():
+    from mfinject.options import parse_shard
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "2", "a/b", "1/0", ""):
+        with pytest.raises(ValueError, match="give K/N"):
+            parse_shard(bad)
+
+
+def test_vm_parts_of_a_kernel(monkeypatch):
+    from mfinject import cli
+    from mfinject.errors import MfinjectError
+    from mfinject.vm import runner
+    assert cli._parts("2/3", None, 1) == ["2/3"]
+    assert cli._parts(None, 1, 3) == [None]
+    assert cli._parts(None, 3, 1) == ["1/3", "2/3", "3/3"]
+    # by default: what the host can run beside the other kernels (2 cores: one VM)
+    monkeypatch.setattr(runner, "plan_parallelism", lambda n: runner.Parallelism(4, "8 cores"))
+    assert cli._parts(None, None, 2) == ["1/2", "2/2"]
+    monkeypatch.setattr(runner, "plan_parallelism", lambda n: runner.Parallelism(1, "2 cores"))
+    assert cli._parts(None, None, 1) == [None]
+    for shard, jobs in (("1/2", 2), ("2/1", None), (None, 0)):
+        with pytest.raises(MfinjectError):
+            cli._parts(shard, jobs, 1)
