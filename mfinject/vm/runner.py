@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 GUEST_MEMORY = "2G"
 NVDIMM_SIZE = "1G"
 KVM_PROBE_TIMEOUT_S = 60.0
+KVM_FIRST_OUTPUT_S = 12.0  # no kernel output by then under KVM: hung (wait_for_boot)
 # a ceiling on one kernel's whole run: hangs are caught per test (test_timeout_s);
 # a full catalogue (six filesystems) takes about 35 min under TCG here
 DEFAULT_TIMEOUT_S = 4 * 3600.0
@@ -205,15 +206,20 @@ def _probe_kvm(kernel: Kernel) -> AccelChoice:
     probe_dir.mkdir(parents=True)
     cmd = [vng_path(), "--verbose", "--run", str(kernel.vmlinuz), "--memory", "1G",
            f"--rwdir={probe_dir}", "--exec", f"echo ok > {probe_dir}/ok"]
-    print(f"mfinject: probing KVM with {kernel.release} (up to {KVM_PROBE_TIMEOUT_S:.0f} s)",
+    print(f"mfinject: probing KVM with {kernel.release} (up to {KVM_PROBE_TIMEOUT_S:.0f} s; "
+          f"{KVM_FIRST_OUTPUT_S:.0f} s without kernel output is a hang)",
           flush=True)
     t0 = time.monotonic()
     output = probe_dir / "console.log"
     with output.open("wb") as out, subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=_env(),
             start_new_session=True) as proc:
-        rc = _wait(proc, KVM_PROBE_TIMEOUT_S)
+        rc, silent = wait_for_boot(proc, output, probe_dir / "ok")
     took = time.monotonic() - t0
+    if silent:
+        return AccelChoice("tcg", f"KVM did not boot {kernel.release}: no kernel output within "
+                           f"{KVM_FIRST_OUTPUT_S:.0f} s (hung): using TCG",
+                           remember_on_tcg_boot=True)
     if (probe_dir / "ok").exists():
         reason = f"KVM booted {kernel.release} in {took:.0f} s"
         marker.write_text(json.dumps({"kvm": True, "reason": reason}))
@@ -227,6 +233,30 @@ def _probe_kvm(kernel: Kernel) -> AccelChoice:
            f"(vng exit {rc}: {said.splitlines()[-1].strip()})" if said else f"(vng exit {rc})")
     return AccelChoice("tcg", f"KVM did not boot {kernel.release} {why}: using TCG",
                        remember_on_tcg_boot=True)
+
+
+def wait_for_boot(proc: subprocess.Popen[bytes], console: Path, done: Path
+                  ) -> tuple[int | None, bool]:
+    """Wait for the probe: its exit status (None: killed), and whether it was killed
+    because the kernel had printed nothing within KVM_FIRST_OUTPUT_S.
+
+    Under KVM a kernel prints its banner within a second or two of QEMU
+    starting (virtme-ng builds its initramfs in about 2 s before that); a
+    guest that hangs under KVM prints nothing, so waiting the whole
+    KVM_PROBE_TIMEOUT_S for it would only cost time.
+    """
+    t0 = time.monotonic()
+    while not STOP.is_set():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=0.25), False
+        waited = time.monotonic() - t0
+        if done.exists() or waited > KVM_PROBE_TIMEOUT_S:
+            break
+        if waited > KVM_FIRST_OUTPUT_S and not KERNEL_STARTED.search(
+                console.read_bytes().decode("utf-8", "replace") if console.exists() else ""):
+            _kill_group(proc)
+            return None, True
+    return _wait(proc, 5.0), False
 
 
 def remember_kvm_failure(kernel: Kernel, choice: AccelChoice) -> None:
