@@ -181,6 +181,7 @@ class _Play:
         self.observed_after = False
         self.hung: str | None = None  # a call the kernel never returned from
         self.done: list[StepObs] = []
+        self.start_ms: list[float] = []  # each participant's start, to its first answer
 
     # -- helpers --------------------------------------------------------------
     @property
@@ -606,8 +607,11 @@ def _pin_outcome(p: Participant, injection: Timed) -> str:
 def _cast(play: _Play, people: dict[str, Participant]) -> None:
     """Start every participant with its kill policy and threads."""
     for proc in play.scenario.procs:
+        t0 = time.monotonic()
         p = Participant(proc.name, play.tracer, policy_before_fork=proc.policy_before_fork)
         people[proc.name] = p
+        p.call("mce_kill_get")  # forked, seized and answering: what a participant costs
+        play.start_ms.append(round((time.monotonic() - t0) * 1000, 1))
         if proc.policy != DEFAULT:
             p.call("mce_kill", policy=proc.policy)
         if proc.threads:
@@ -622,7 +626,8 @@ def _observation(play: _Play, records: list[object], started: float) -> Observat
     hung = injection is not None and injection.hung  # nothing after it was measured
     t0 = play.t0_or_now()
     trace = play.trace
-    facts = [("layout", play.layout.describe()), *play.mount_facts()]
+    facts = [("layout", play.layout.describe()), *play.mount_facts(),
+             ("participant_start_ms", ", ".join(f"{ms:g}" for ms in play.start_ms))]
     if play.hung:
         facts.append(("kernel_hung", play.hung))
     if not hung:

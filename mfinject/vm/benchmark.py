@@ -68,6 +68,7 @@ def inside_tests(rows: tuple[ScenarioResult, ...]) -> str:
         ["setup + teardown per test, median (s)", f"{statistics.median(over):.2f}"],
         ["tests whose setup + teardown exceed the body by > 2 s",
          str(sum(o > b + 2 for o, b in zip(over, body)))],
+        ["participant start, median / max (ms)", _starts(rows)],
     ], disable_numparse=True)
     slow = sorted(timed, key=lambda r: -(overhead(r) + r.durations.get("call", 0.0)))[:SLOWEST]
     table = tabulate([[r.nodeid.split("::")[-1], r.kernel, f"{r.durations.get('call', 0):.1f}",
@@ -76,6 +77,13 @@ def inside_tests(rows: tuple[ScenarioResult, ...]) -> str:
                      headers=["slowest tests", "kernel", "body (s)", "setup (s)",
                               "teardown (s)"])
     return head + "\n\n" + table
+
+
+def _starts(rows: tuple[ScenarioResult, ...]) -> str:
+    """From each scenario's participant_start_ms fact (fork, seize, first answer)."""
+    ms = [float(v) for r in rows for k, text in (r.observation or {}).get("facts", ())
+          if k == "participant_start_ms" for v in text.split(", ") if v]
+    return f"{statistics.median(ms):.0f} / {max(ms):.0f} ({len(ms)} started)" if ms else "-"
 
 
 def rows_of(results: Path) -> tuple[ScenarioResult, ...]:

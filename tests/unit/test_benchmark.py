@@ -8,10 +8,12 @@ from mfinject.results import ScenarioResult
 from mfinject.vm import benchmark
 
 
-def _row(name: str, setup: float, call: float, teardown: float) -> ScenarioResult:
+def _row(name: str, setup: float, call: float, teardown: float, starts: str = "20, 40"
+         ) -> ScenarioResult:
     return ScenarioResult(name, "xfs", "6.1.0-57-amd64", "pass",
                           nodeid=f"tests/kernel/test_scenarios.py::test_scenario[xfs-{name}]",
-                          durations={"setup": setup, "call": call, "teardown": teardown})
+                          durations={"setup": setup, "call": call, "teardown": teardown},
+                          observation={"facts": [["participant_start_ms", starts]]})
 
 
 def test_setup_and_teardown_are_told_apart_from_the_body():
@@ -24,6 +26,7 @@ def test_setup_and_teardown_are_told_apart_from_the_body():
     assert lines["setup + teardown per test, median (s)"] == "0.40"
     # only a: 4 s of setup and teardown around a 0.5 s body
     assert lines["tests whose setup + teardown exceed the body by > 2 s"] == "1"
+    assert lines["participant start, median / max (ms)"] == "30 / 40 (6 started)"
     slowest = text.split("slowest tests")[1].splitlines()
     assert slowest[2].startswith("test_scenario[xfs-b]")  # 5.2 s in all: first
 
