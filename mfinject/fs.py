@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mfinject.errors import MfinjectError
-from mfinject.syscalls import statx
+from mfinject.syscalls import PAGE_SIZE, statx
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,14 @@ def create_file(mount: Mount, name: str, size: int, fill: int = 0x5A,
     stripe unit of mkfs), ext4 through fallocate() (with its stripe hint).
     """
     path = mount.path(name)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        # never O_TRUNC: truncating an earlier test's file would free its blocks,
+        # poisoned ones among them, on a filesystem kept for the next test
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FsError(f"{path} exists already: a scenario's file names are its own, once per "
+                      "filesystem (a test that ran twice on one kept filesystem? run it with "
+                      "--mfinject-fresh-fs)") from None
     try:
         if align:
             if mount.kind.fstype == "xfs":
@@ -561,14 +568,33 @@ def physical_offset(path: str, offset: int) -> int:
 
 
 FIEMAP_EXTENT_LAST = 0x1
+# where the extent lies is not known (yet): it cannot be placed on the device
+FIEMAP_EXTENT_UNPLACED = (0x2 | 0x4 | 0x8 | 0x200)  # UNKNOWN, DELALLOC, ENCODED, DATA_INLINE
+FIEMAP_EXTENT_SHARED = 0x2000
 FIEMAP_MAX_OFFSET = (1 << 64) - 1
 _FIEMAP_HEADER = struct.Struct("=QQIIII")      # start, length, flags, mapped, count, reserved
 _FIEMAP_EXTENT = struct.Struct("=QQQ16xI12x")  # logical, physical, length, ..., flags, ...
 
 
-def extents(path: str, per_call: int = 64) -> list[tuple[int, int, int]]:
-    """Every extent of the file as (logical, physical, length) in bytes (FIEMAP)."""
-    found: list[tuple[int, int, int]] = []
+@dataclass(frozen=True)
+class Extent:
+    logical: int
+    physical: int
+    length: int
+    flags: int
+
+    @property
+    def placed(self) -> bool:
+        return not self.flags & FIEMAP_EXTENT_UNPLACED
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.flags & FIEMAP_EXTENT_SHARED)
+
+
+def extents(path: str, per_call: int = 64) -> list[Extent]:
+    """Every extent of the file, in bytes (FIEMAP)."""
+    found: list[Extent] = []
     start = 0
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -581,11 +607,26 @@ def extents(path: str, per_call: int = 64) -> list[tuple[int, int, int]]:
             if not mapped:
                 return found
             for i in range(mapped):
-                logical, physical, length, flags = _FIEMAP_EXTENT.unpack_from(
-                    buf, _FIEMAP_HEADER.size + i * _FIEMAP_EXTENT.size)
-                found.append((logical, physical, length))
-                if flags & FIEMAP_EXTENT_LAST:
+                ext = Extent(*_FIEMAP_EXTENT.unpack_from(
+                    buf, _FIEMAP_HEADER.size + i * _FIEMAP_EXTENT.size))
+                found.append(ext)
+                if ext.flags & FIEMAP_EXTENT_LAST:
                     return found
-            start = logical + length
+            start = ext.logical + ext.length
     finally:
         os.close(fd)
+
+
+def pfn_ranges(path: str, data_start: int) -> list[range]:
+    """The PFNs of a file's blocks on a device whose sector 0 is at physical address
+    ``data_start``, as ranges; FsError for an extent that cannot be placed there
+    (delayed allocation, inline data, ...)."""
+    ranges = []
+    for ext in extents(path):
+        if not ext.placed:
+            raise FsError(f"{path}: an extent at {ext.logical} cannot be placed on the device "
+                          f"(FIEMAP flags {ext.flags:#x})")
+        first = (data_start + ext.physical) // PAGE_SIZE
+        ranges.append(range(first, (data_start + ext.physical + ext.length + PAGE_SIZE - 1)
+                            // PAGE_SIZE))
+    return ranges

@@ -11,7 +11,11 @@ long as what the last test left behind cannot reach it:
   it (a truncate, unlink, hole punch or rewrite that freed one forces a reset);
 - the namespace records no bad block (the badblocks injector leaves one);
 - the device and the mount are still there (unbind takes both);
-- the test did not fail (nothing is known of the state a failure left).
+- no two files share blocks (what evicting a shared fsdax inode logs at
+  unmount, 6.1's WARN in dax_disassociate_entry, belongs to the test that
+  shared them);
+- the test did not fail, and the kernel-health check found nothing in it;
+- the next test does not choose its filesystem itself (unbind wants its own).
 
 Otherwise, and whenever the next test wants another kind, the filesystem is
 unmounted in that test's teardown, and the namespace is reset (PG_hwpoison
@@ -32,19 +36,27 @@ from mfinject.syscalls import PAGE_SIZE
 log = logging.getLogger(__name__)
 
 
+def _raise(e: OSError) -> None:
+    raise e
+
+
+def kept_files(mount: fs.Mount) -> list[str]:
+    """Every regular file on the filesystem; an unreadable directory raises."""
+    return [os.path.join(top, name)
+            for top, _dirs, files in os.walk(mount.mountpoint, onerror=_raise)
+            for name in files
+            if os.path.isfile(os.path.join(top, name))
+            and not os.path.islink(os.path.join(top, name))]
+
+
 def kept_ranges(mount: fs.Mount, data_start: int) -> list[range]:
-    """The PFNs of every file on the filesystem (FIEMAP), as ranges."""
-    ranges = []
-    for top, _dirs, files in os.walk(mount.mountpoint):
-        for name in files:
-            path = os.path.join(top, name)
-            if not os.path.isfile(path) or os.path.islink(path):
-                continue
-            for _logical, physical, length in fs.extents(path):
-                first = (data_start + physical) // PAGE_SIZE
-                ranges.append(range(first, (data_start + physical + length + PAGE_SIZE - 1)
-                                    // PAGE_SIZE))
-    return ranges
+    """The PFNs of every file on the filesystem, as ranges."""
+    return [r for path in kept_files(mount) for r in fs.pfn_ranges(path, data_start)]
+
+
+def shares_blocks(mount: fs.Mount) -> bool:
+    """Some file shares blocks with another (reflink: FIEMAP_EXTENT_SHARED)."""
+    return any(ext.shared for path in kept_files(mount) for ext in fs.extents(path))
 
 
 def loose_poison(poisoned: frozenset[int], kept: list[range]) -> list[int]:
@@ -85,7 +97,14 @@ class FsPool:
         return self.namespace
 
     def why_not_keep(self) -> str | None:
-        """Why the filesystem must not serve another test (None: it may)."""
+        """Why the filesystem must not serve another test (None: it may). Anything that
+        cannot be checked is a reason."""
+        try:
+            return self._why_not_keep()
+        except Exception as e:  # noqa: BLE001 - unknown state: never kept
+            return f"its state could not be checked ({type(e).__name__}: {e})"
+
+    def _why_not_keep(self) -> str | None:
         m = self.mount
         if m is None:
             return "nothing mounted"
@@ -98,4 +117,8 @@ class FsPool:
         if loose:
             return (f"poisoned pfn {', '.join(hex(p) for p in loose[:4])} no longer lies in a "
                     "file (freed by a truncate, unlink, hole punch or rewrite)")
+        if shares_blocks(m):
+            # what a shared fsdax entry logs when its inodes are evicted (the 6.1
+            # WARN in dax_disassociate_entry) belongs to the test that shared it
+            return "files share blocks (reflink): their eviction at unmount is this test's"
         return None

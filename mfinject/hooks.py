@@ -20,8 +20,8 @@ import pytest
 from mfinject import pmem
 from mfinject.expectations.model import SKIPPED
 from mfinject.options import settings, truthy
-from mfinject.records import (FAILED_KEY, FS_FIXTURE, NEXT_ITEM_KEY, RECORDER_KEY, Recorder,
-                              ScenarioResult, fs_of, is_pmem, properties, recorder, subject_of)
+from mfinject.records import (FAILED_KEY, NEXT_ITEM_KEY, RECORDER_KEY, Recorder, ScenarioResult,
+                              chooses_fs, fs_of, is_pmem, properties, recorder, subject_of)
 from mfinject.report import table
 
 T = TypeVar("T")
@@ -121,15 +121,10 @@ def by_fs_kind(items: list[pytest.Item], kinds: list[str]) -> list[pytest.Item]:
         name = fs_of(item)
         if name == "-":
             return (0, 0)
-        if _chooses_fs(item) or name not in kinds:
+        if chooses_fs(item) or name not in kinds:
             return (2, 0)
         return (1, kinds.index(name))
     return sorted(items, key=key)
-
-
-def _chooses_fs(item: pytest.Item) -> bool:
-    return any(FS_FIXTURE in str(m.args[0] if m.args else m.kwargs.get("argnames", ""))
-               for m in item.iter_markers("parametrize"))
 
 
 def _check_device(session: pytest.Session) -> None:

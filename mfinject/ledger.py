@@ -47,3 +47,8 @@ def check_fresh(pfns: Iterable[int | None], what: str) -> None:
             f"{what}: pfn {', '.join(hex(p) for p in stale)} was poisoned by an earlier test "
             "on this filesystem and the namespace was not reset since: the filesystem should "
             "not have been kept (a bug of mfinject.fspool)")
+
+
+def check_fresh_ranges(ranges: list[range], what: str) -> None:
+    """:func:`check_fresh` over every page of ``ranges`` (a file's, say)."""
+    check_fresh((p for p in _poisoned if any(p in r for r in ranges)), what)

@@ -98,6 +98,12 @@ def fs_of(item: pytest.Item) -> str:
     return str(getattr(kind, "name", kind))
 
 
+def chooses_fs(item: pytest.Item) -> bool:
+    """The test parametrizes the filesystem fixture itself (test_unbind_mounted)."""
+    return any(FS_FIXTURE in str(m.args[0] if m.args else m.kwargs.get("argnames", ""))
+               for m in item.iter_markers("parametrize"))
+
+
 def subject_of(item: pytest.Item) -> str:
     """The scenario or race the test plays, or the test's own name."""
     got = params(item)

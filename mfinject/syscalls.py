@@ -73,6 +73,8 @@ _libc.mmap.argtypes = [
     ctypes.c_long,
 ]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.memcpy.restype = ctypes.c_void_p
+_libc.memcpy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.prctl.argtypes = [
     ctypes.c_int,
@@ -166,8 +168,15 @@ def ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.c_void_p = 
 
 
 def peek_byte(addr: int) -> int:
-    """Load one byte from ``addr``: this is the access that may fault."""
-    return ctypes.c_ubyte.from_address(addr).value
+    """Load one byte from ``addr``: this is the access that may fault.
+
+    The load is libc's memcpy() through ctypes, which releases the GIL for the
+    call: another thread of the process runs (and can call madvise()) while
+    this one is in the fault, as two threads of a C program would.
+    """
+    out = ctypes.c_ubyte()
+    _libc.memcpy(ctypes.byref(out), addr, 1)
+    return out.value
 
 
 def poke_byte(addr: int, value: int) -> None:

@@ -167,6 +167,8 @@ class _Play:
         self.injector = INJECTORS[scenario.injector](namespace)
         self.files = {st.MAIN: fs.create_file(mount, f"{scenario.name}.dat", FILE_SIZE,
                                               fill=FILL, align=scenario.pmd)}
+        ledger.check_fresh_ranges(fs.pfn_ranges(self.files[st.MAIN], pmem.data_start(namespace)),
+                                  self.files[st.MAIN])
         self.people: dict[str, _Person] = {}
         self.pfns: dict[str, int] = {}
         self.pin_device: str | None = None
@@ -461,6 +463,13 @@ class _Play:
                 self.hung = hung
             self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
         who.injection = self.injection.outcome()
+        if self.scenario.pmd:
+            # the kernel may flag the PMD's head page rather than the one injected
+            # (mf_dax_kill_procs() on a PMD entry, large fsdax folios): the whole
+            # 2 MiB stays off-limits until the namespace is reset
+            head = pfn & ~(PMD_SIZE // PAGE_SIZE - 1)
+            for p in range(head, head + PMD_SIZE // PAGE_SIZE):
+                ledger.note(p)
         if not self.injection.hung:
             for pinned in self.pins:
                 pinned.pin = _pin_outcome(pinned.p, self.inj_window)

@@ -63,20 +63,26 @@ def test_timed_unwraps_the_reply_of_op_after():
 
 
 MADVISE_FAULT = next(r for r in races.RACES if r.injector == races.MADVISE)
+T1, T2 = 4242, 4243  # M's thread 1 (faults) and thread 2 (madvise)
+# what the kernel logged in a documented iteration: memory-failure's SIGBUS to thread 2
+SENT = race_runner.KernelSaid(sent=frozenset({T2}))
+# and the fault handler's own SIGBUS to thread 1 besides
+FAULTED = race_runner.KernelSaid(announced=frozenset({T1}), sent=frozenset({T2}))
 
 
 def _own(injection: str = "ok", racer: str = "old data", injector: tuple[str, ...] = (
-        "BUS_MCEERR_AR",), mapper: tuple[str, ...] = ()) -> Iteration:
-    return Iteration(0, 3, 100, 100, injection, racer, mapper, "generic", 5.0, injector, 4242)
+        "BUS_MCEERR_AR",), mapper: tuple[str, ...] = (), hw_kb: int | None = 4) -> Iteration:
+    return Iteration(0, 3, 100, 100, injection, racer, mapper, "generic", 5.0, injector, T1, T2,
+                     hw_kb)
 
 
 def test_race_madvise_fault_passes_the_documented_outcomes():
-    assert violations(MADVISE_FAULT, _own(), "generic") == []
-    assert violations(MADVISE_FAULT, _own(racer="SIGBUS BUS_MCEERR_AR"), "generic") == []
+    assert violations(MADVISE_FAULT, _own(), "generic", SENT) == []
+    assert violations(MADVISE_FAULT, _own(racer="SIGBUS BUS_MCEERR_AR"), "generic", FAULTED) == []
     # the fault met the poison and its SIGBUS (announced by the fault handler)
     # ended the process before madvise() replied
     assert violations(MADVISE_FAULT, _own("process died", "SIGBUS BUS_MCEERR_AR", ()), "generic",
-                      {4242}) == []
+                      FAULTED) == []
     assert violations(MADVISE_FAULT, _own("Device or resource busy", injector=()),
                       "generic") == []
 
@@ -85,30 +91,43 @@ def test_race_madvise_fault_leaks():
     """Wrong kernel behaviour that each rule catches (the leak table of this race)."""
     wrong = {
         # madvise()'s caller got no BUS_MCEERR_AR (commit 03151c6e0b66)
-        "caller not signalled": _own(injector=()),
-        # the caller's signal named another address (si_addr)
-        "caller's si_addr": _own(injector=("BUS_MCEERR_AR at 0x7d0000001000, not the page "
-                                           "0x7d0000003000",)),
+        "caller not signalled": (_own(injector=()), SENT),
+        # memory-failure logged no signal to the caller
+        "no signal logged to the caller": (_own(), race_runner.KernelSaid()),
+        # the caller's signal named another address, or not a page (si_addr_lsb)
+        "caller's si_addr": (_own(injector=("BUS_MCEERR_AR at 0x7d0000001000, not the page "
+                                            "0x7d0000003000",)), SENT),
+        "caller's lsb": (_own(injector=("BUS_MCEERR_AR lsb 21",)), SENT),
         # the caller got AO, or two signals
-        "caller AO": _own(injector=("BUS_MCEERR_AO",)),
-        "caller twice": _own(injector=("BUS_MCEERR_AR", "BUS_MCEERR_AR")),
-        # EBUSY, yet a signal
-        "signal after EBUSY": _own("Device or resource busy"),
-        # thread 1 got a SIGBUS at another address, or with another code
-        "fault's si_addr": _own(racer="SIGBUS BUS_MCEERR_AR at 0x1000, not the page 0x3000"),
-        "fault's code": _own(racer="SIGBUS BUS_ADRERR"),
+        "caller AO": (_own(injector=("BUS_MCEERR_AO",)), SENT),
+        "caller twice": (_own(injector=("BUS_MCEERR_AR", "BUS_MCEERR_AR")), SENT),
+        # EBUSY, yet a signal to the caller, or to thread 1
+        "signal after EBUSY": (_own("Device or resource busy"), SENT),
+        "thread 1 SIGBUS after EBUSY": (_own("Device or resource busy", "SIGBUS BUS_MCEERR_AR",
+                                             ()), FAULTED),
+        # thread 1 got a SIGBUS at another address, with another code, or unannounced
+        "fault's si_addr": (_own(racer="SIGBUS BUS_MCEERR_AR at 0x1000, not the page 0x3000"),
+                            FAULTED),
+        "fault's code": (_own(racer="SIGBUS BUS_ADRERR"), FAULTED),
+        "thread 1 SIGBUS no fault announced": (_own(racer="SIGBUS BUS_MCEERR_AR"), SENT),
+        # memory-failure signalled thread 1 too (besides the caller)
+        "memory-failure signalled thread 1": (
+            _own(racer="SIGBUS BUS_MCEERR_AR"),
+            race_runner.KernelSaid(announced=frozenset({T1}), sent=frozenset({T1, T2}))),
         # the faulting thread read something else
-        "wrong data": _own(racer="data 0x0"),
+        "wrong data": (_own(racer="data 0x0"), SENT),
         # another thread of M (the main one) got a signal
-        "main thread": _own(mapper=("BUS_MCEERR_AR",)),
-        # the caller's AR went to thread 1 instead: the process died with no
-        # fault handler announcement for thread 1
-        "AR to the wrong thread": _own("process died", "SIGBUS BUS_MCEERR_AR", ()),
+        "main thread": (_own(mapper=("BUS_MCEERR_AR",)), SENT),
+        # the caller's AR went to thread 1 instead: the process died, nothing announced
+        "AR to the wrong thread": (_own("process died", "SIGBUS BUS_MCEERR_AR", ()), SENT),
         # the process died without any SIGBUS of thread 1
-        "caller killed": _own("process died", "process died", ()),
+        "caller killed": (_own("process died", "process died", ()), SENT),
+        # the page counted twice, or not at all
+        "HardwareCorrupted +8": (_own(hw_kb=8), SENT),
+        "HardwareCorrupted +0": (_own(hw_kb=0), SENT),
     }
-    for what, it in wrong.items():
-        assert violations(MADVISE_FAULT, it, "generic", {9999}) != [], what
+    for what, (it, said) in wrong.items():
+        assert violations(MADVISE_FAULT, it, "generic", said) != [], what
 
 
 def test_i_which_maps_nothing_may_get_no_signal():
@@ -116,11 +135,12 @@ def test_i_which_maps_nothing_may_get_no_signal():
     assert violations(TRUNCATE, it, "generic") != []
 
 
-def test_the_fault_handler_names_the_thread_it_killed():
+def test_the_kernel_log_names_the_threads():
     from mfinject.observers.kmsg import KmsgRecord, Lost
     records = [KmsgRecord(3, 1, 0, "MCE: Killing python3:4242 due to hardware memory corruption "
                                    "fault at 7d0000003000"),
                KmsgRecord(3, 2, 0, "Memory failure: 0x1234: Sending SIGBUS to python3:77 due to "
                                    "hardware memory corruption"),
                Lost(3, 1)]
-    assert race_runner.fault_announced(records) == {4242}
+    said = race_runner.KernelSaid.of(records)
+    assert said.announced == {4242} and said.sent == {77}
