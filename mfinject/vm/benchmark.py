@@ -24,6 +24,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from mfinject.results import ScenarioResult, read_jsonl
+from mfinject.vm import runner
 
 LOOP_SELECTION = ("-k", "madvise-self and not pmd")
 SLOWEST = 10
@@ -35,6 +36,7 @@ class Run:
     what: str
     wall_s: float
     rows: tuple[ScenarioResult, ...] = ()
+    exit: int | None = 0  # the command's exit status (None: killed at its timeout)
 
 
 def overhead(row: ScenarioResult) -> float:
@@ -44,14 +46,16 @@ def overhead(row: ScenarioResult) -> float:
 
 def summary(runs: list[Run]) -> str:
     """The table of the issue: bare boot, loop, full catalogue, each against the bare boot."""
-    bare = next((r.wall_s for r in runs if r.what == "bare boot"), None)
+    bare = next((r.wall_s for r in runs if r.what == "bare boot" and r.exit == 0), None)
     lines = []
     for r in runs:
         ratio = f"{r.wall_s / bare:.1f}x" if bare else "-"
         verdicts = Counter(row.verdict for row in r.rows)
         lines.append([r.what, f"{r.wall_s:.0f}", ratio, len(r.rows),
-                      ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())) or "-"])
-    return tabulate(lines, headers=["run", "wall (s)", "vs bare boot", "results", "verdicts"])
+                      ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())) or "-",
+                      "timed out" if r.exit is None else r.exit])
+    return tabulate(lines, headers=["run", "wall (s)", "vs bare boot", "results", "verdicts",
+                                    "exit"])
 
 
 def inside_tests(rows: tuple[ScenarioResult, ...]) -> str:
@@ -97,12 +101,18 @@ def _timed(what: str, argv: list[str], results: Path | None, timeout_s: float = 
            ) -> Run:
     print(f"benchmark: {what}: {shlex.join(argv)}", file=sys.stderr, flush=True)
     start = time.monotonic()
+    rc: int | None
     try:
-        subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, timeout=timeout_s)
+        # the runner's environment: vng runs virtme-run from the venv's PATH
+        rc = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, timeout=timeout_s,
+                            env=runner.vng_env()).returncode
     except subprocess.TimeoutExpired:
         print(f"benchmark: {what}: no end within {timeout_s:.0f} s", file=sys.stderr)
+        rc = None
     wall = time.monotonic() - start
-    return Run(what, wall, rows_of(results) if results else ())
+    if rc != 0:
+        print(f"benchmark: {what}: exit {rc}: no ratio rests on it", file=sys.stderr)
+    return Run(what, wall, rows_of(results) if results else (), rc)
 
 
 def bare_command(loop_results: Path) -> list[str]:

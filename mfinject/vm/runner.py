@@ -150,7 +150,7 @@ def host_failure(console_text: str, vng_exit: int | None) -> str | None:
     return f"virtme-ng could not start the guest (exit {vng_exit}):\n{said}"
 
 
-def _env() -> dict[str, str]:
+def vng_env() -> dict[str, str]:
     env = dict(os.environ)
     # vng runs virtme-run from PATH: make the venv's scripts visible
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -212,7 +212,7 @@ def _probe_kvm(kernel: Kernel) -> AccelChoice:
     t0 = time.monotonic()
     output = probe_dir / "console.log"
     with output.open("wb") as out, subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=_env(),
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=vng_env(),
             start_new_session=True) as proc:
         rc, silent = wait_for_boot(proc, output, probe_dir / "ok")
     took = time.monotonic() - t0
@@ -543,7 +543,7 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     why = "guest crashed (VM exited without a result)"
     with (results_dir / console_name).open("wb") as console, \
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                             env=_env(), start_new_session=True) as proc:
+                             env=vng_env(), start_new_session=True) as proc:
         try:
             running_since: tuple[str, float] | None = None
             exited_at: float | None = None

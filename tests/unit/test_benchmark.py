@@ -50,3 +50,9 @@ def test_the_bare_boot_runs_nothing_on_the_same_kernel_and_nvdimm(tmp_path):
     argv = benchmark.bare_command(tmp_path)
     assert argv[-2:] == ["--exec", "true"]
     assert "--qemu-opts=-device nvdimm,id=nvdimm0" in argv and "/k/vmlinuz" in argv
+
+
+def test_a_bare_boot_that_failed_is_no_yardstick():
+    text = benchmark.summary([benchmark.Run("bare boot", 1.0, exit=127),
+                              benchmark.Run("one-scenario loop", 32.0)])
+    assert "32.0x" not in text and "127" in text
