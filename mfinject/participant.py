@@ -300,8 +300,15 @@ class _Child:
     def op_io_uring_register(self, addr: int, length: int) -> int:
         """Register [addr, addr+length) as an io_uring fixed buffer (a long-term pin)."""
         ring = syscalls.io_uring_setup(4)
+        try:
+            syscalls.io_uring_register_buffers(ring, addr, length)
+        except OSError:
+            # nothing pinned (fsdax refuses FOLL_LONGTERM): the ring holds nothing
+            # worth keeping; closed now, its teardown is not left to the exit of
+            # a process that the poison kills
+            os.close(ring)
+            raise
         self.rings.append(ring)
-        syscalls.io_uring_register_buffers(ring, addr, length)
         return ring
 
     def op_write_file(self, path: str, data: str) -> int:
