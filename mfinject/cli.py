@@ -116,7 +116,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
         if part is not None and args.jobs:  # several parts in this run: one directory each
             sub = sub.with_name(sub.name + ".part" + part.replace("/", "of"))
         got = opts if part is None else dataclasses.replace(
-            opts, pytest_args=(*opts.pytest_args, f"--mfinject-shard={part}"))
+            opts, pytest_args=(*opts.pytest_args, f"--mfinject-shard={part}"), part=part)
         return _collect(runner.run_kernel(kernel, sub, suite, got))
 
     with stop_on_signals(), ThreadPoolExecutor(max_workers=plan.jobs) as pool:

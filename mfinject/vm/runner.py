@@ -88,6 +88,8 @@ class VmOptions:
     # crash the guest when the first test whose node id contains this starts,
     # in the first boot only (mfinject.vm.planted): shows a crash cannot hide
     plant_crash: str | None = None
+    # the part of the kernel's tests this VM runs (--jobs, --shard): "K/N"
+    part: str | None = None
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,8 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
     results_dir.mkdir(parents=True, exist_ok=True)
     choice = choose_accel(kernel, opts.accel)
     t0 = time.monotonic()
-    progress = Progress(kernel.spec, results_dir / "progress.log", t0)
+    progress = Progress(kernel.spec + (f" part {opts.part}" if opts.part else ""),
+                        results_dir / "progress.log", t0)
     state = _Boots()
     exit_code = None
     timed_out = False
