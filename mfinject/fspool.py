@@ -26,15 +26,11 @@ still checks that none of its pages is in the ledger before it injects.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from dataclasses import dataclass, field
 
 from mfinject import fs, ledger, pmem
 from mfinject.syscalls import PAGE_SIZE
-
-log = logging.getLogger(__name__)
-
 
 def _raise(e: OSError) -> None:
     raise e
@@ -54,9 +50,9 @@ def kept_ranges(mount: fs.Mount, data_start: int) -> list[range]:
     return [r for path in kept_files(mount) for r in fs.pfn_ranges(path, data_start)]
 
 
-def shares_blocks(mount: fs.Mount) -> bool:
+def shares_blocks(paths: list[str]) -> bool:
     """Some file shares blocks with another (reflink: FIEMAP_EXTENT_SHARED)."""
-    return any(ext.shared for path in kept_files(mount) for ext in fs.extents(path))
+    return any(ext.shared for path in paths for ext in fs.extents(path))
 
 
 def loose_poison(poisoned: frozenset[int], kept: list[range]) -> list[int]:
@@ -70,7 +66,6 @@ class FsPool:
     kind_name: str | None = None
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
-    made: int = 0  # filesystems made in the session
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def acquire(self, kind: fs.FsKind) -> fs.Mount:
@@ -82,7 +77,6 @@ class FsPool:
         self.namespace = pmem.reset(self.namespace)
         self.mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
         self.kind_name, self.uses = kind.name, 1
-        self.made += 1
         return self.mount
 
     def release(self) -> None:
@@ -113,11 +107,14 @@ class FsPool:
         bad = pmem.badblocks(self.namespace)
         if bad:
             return f"{self.namespace.blockdev} records bad blocks ({', '.join(bad)})"
-        loose = loose_poison(ledger.poisoned(), kept_ranges(m, pmem.data_start(self.namespace)))
+        files = kept_files(m)
+        start = pmem.data_start(self.namespace)
+        loose = loose_poison(ledger.poisoned(),
+                             [r for path in files for r in fs.pfn_ranges(path, start)])
         if loose:
             return (f"poisoned pfn {', '.join(hex(p) for p in loose[:4])} no longer lies in a "
                     "file (freed by a truncate, unlink, hole punch or rewrite)")
-        if shares_blocks(m):
+        if shares_blocks(files):
             # what a shared fsdax entry logs when its inodes are evicted (the 6.1
             # WARN in dax_disassociate_entry) belongs to the test that shared it
             return "files share blocks (reflink): their eviction at unmount is this test's"
