@@ -74,6 +74,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cwd", help="directory to run --command in")
     ap.add_argument("--args-file", type=Path,
                     help="a JSON list of pytest arguments, put before any given after --")
+    ap.add_argument("--shares", type=Path,
+                    help="the host's plan of directories to cache (mfinject.vm.shares)")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.pytest_args[:1] == ["--"]:
@@ -88,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     log_path = args.results / args.log
     with log_path.open("w", buffering=1) as logf:
         logf.write(f"guest: kernel {os.uname().release}, python {sys.version.split()[0]}\n")
+        if args.shares is not None:
+            from mfinject.vm import shares
+            for line in shares.guest_setup(args.shares):
+                logf.write(f"guest: {line}\n")
         ns = _first_namespace()
         if ns is None:
             logf.write("guest: no pmem namespace in the VM (ndctl list -N is empty): "
@@ -103,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         progress = args.results / "progress.log"
         with progress.open("a") as f:
             f.write(f"guest up: kernel {os.uname().release}, namespace {ns}\n")
-        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1",
-                   MFINJECT_PROGRESS=str(progress))
+        # bytecode goes to PYTHONPYCACHEPREFIX when the host gave one (mfinject.vm.shares)
+        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", MFINJECT_PROGRESS=str(progress))
+        if not env.get("PYTHONPYCACHEPREFIX"):
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         if args.command:
             env.update(MFINJECT_RESULTS=str(args.results), PYTEST_ADDOPTS=shlex.join(
                 ["-v", "-p", "no:cacheprovider", "--color=no", *args.pytest_args]))

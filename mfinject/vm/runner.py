@@ -27,7 +27,7 @@ import psutil
 
 from mfinject import hosttools
 from mfinject.errors import MfinjectError
-from mfinject.vm import outcomes
+from mfinject.vm import outcomes, shares
 from mfinject.vm.outcomes import CrashAttempt
 from mfinject.vm.kernels import Kernel, cache_dir, config_path
 
@@ -160,13 +160,13 @@ def vng_env() -> dict[str, str]:
 
 
 def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem: str,
-                image: Path) -> list[str]:
+                image: Path, shares_args: tuple[str, ...] = ()) -> list[str]:
     cmd = [vng_path()]
     if accel == "tcg":
         cmd.append("--disable-kvm")
     # --verbose puts the guest kernel's console into console.log (crash evidence)
     cmd += ["--verbose", "--run", str(kernel.vmlinuz), "--memory", GUEST_MEMORY, "--cpus",
-            str(VM_CPUS), f"--rwdir={rwdir}"]
+            str(VM_CPUS), f"--rwdir={rwdir}", *shares_args]
     if pmem == "nfit":
         cmd.append(
             "--qemu-opts=-machine nvdimm=on -m 2G,slots=2,maxmem=6G "
@@ -507,6 +507,38 @@ class BootOutcome:
     guest_up: bool = False  # the guest's pytest started in this boot
 
 
+def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
+                  attempt: int, skip: list[str], image: Path) -> list[str]:
+    """vng's command line for one boot, and the files it hands the guest."""
+    suffix = "" if attempt == 0 else f"-{attempt}"
+    config = config_path(kernel)
+    # the guest's pytest arguments travel in a file of the shared results
+    # directory, not on the command line: virtme-ng hands --exec to the guest
+    # through the kernel command line, and a long -k (--scenario) or many
+    # --deselect after crashes overflowed its 2048 bytes (a 6.1 guest panicked
+    # in start_kernel: "detected buffer overflow in __fortify_strlen")
+    args_file = results_dir / f"pytest-args{suffix}.json"
+    args_file.write_text(json.dumps([*opts.pytest_args, *[f"--deselect={n}" for n in skip]]))
+    cached = shares.plan(shares.import_dirs(suite))
+    shares_file = results_dir / "shares.json"
+    shares.write_plan(cached, shares_file)
+    pycache = shares.pycache_dir()
+    guest_cmd = f"cd {shlex.quote(str(suite))} && " + shlex.join([
+        "env", f"PYTHONPYCACHEPREFIX={pycache}", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
+        f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
+        *([f"MFINJECT_PLANT_CRASH={opts.plant_crash}"] if opts.plant_crash and attempt == 0
+          else []),
+        *([f"MFINJECT_KERNEL_CONFIG={config}"] if config else []),
+        sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
+        "--log", f"guest{suffix}.log", "--tests", str(suite),
+        *(["--command", opts.command, "--cwd", opts.command_cwd or "/"] if opts.command else []),
+        "--args-file", str(args_file), "--shares", str(shares_file),
+    ])
+    cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image,
+                      shares_args=tuple(shares.vng_args(cached, pycache)))
+    return cmd
+
+
 def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
           reason: str, attempt: int, skip: list[str], progress: Progress,
           t0: float) -> BootOutcome:
@@ -517,27 +549,8 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     exit_file = results_dir / "guest-exit"
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
-    config = config_path(kernel)
     suffix = "" if attempt == 0 else f"-{attempt}"
-    # the guest's pytest arguments travel in a file of the shared results
-    # directory, not on the command line: virtme-ng hands --exec to the guest
-    # through the kernel command line, and a long -k (--scenario) or many
-    # --deselect after crashes overflowed its 2048 bytes (a 6.1 guest panicked
-    # in start_kernel: "detected buffer overflow in __fortify_strlen")
-    args_file = results_dir / f"pytest-args{suffix}.json"
-    args_file.write_text(json.dumps([*opts.pytest_args, *[f"--deselect={n}" for n in skip]]))
-    guest_cmd = f"cd {shlex.quote(str(suite))} && " + shlex.join([
-        "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
-        f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
-        *([f"MFINJECT_PLANT_CRASH={opts.plant_crash}"] if opts.plant_crash and attempt == 0
-          else []),
-        *([f"MFINJECT_KERNEL_CONFIG={config}"] if config else []),
-        sys.executable, "-m", "mfinject.vm.guest", "--results", str(results_dir),
-        "--log", f"guest{suffix}.log", "--tests", str(suite),
-        *(["--command", opts.command, "--cwd", opts.command_cwd or "/"] if opts.command else []),
-        "--args-file", str(args_file),
-    ])
-    cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image)
+    cmd = _boot_command(kernel, results_dir, suite, opts, accel, attempt, skip, image)
     (results_dir / f"vng-command{suffix}.txt").write_text(shlex.join(cmd) + "\n")
     what = "booting" if attempt == 0 else f"booting a fresh VM (boot {attempt + 1})"
     progress.say(f"{what} {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "

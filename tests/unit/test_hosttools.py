@@ -30,6 +30,7 @@ COVERED = {
     ("fs.py", "mkfs"): "an FsKind's mkfs command (checked below)",
     ("fs.py", "_run"): "callers pass literal lists (scanned) or an FsKind's mkfs (checked below)",
     ("pin.py", "_run"): "callers pass literal lists (scanned)",
+    ("shares.py", "_run"): "callers pass literal lists (scanned)",
     ("pmem.py", "ndctl"): "cmd starts with require_tool('ndctl', ...) (scanned)",
     ("kernels.py", "_apt"): "cmd starts with 'apt-get' or 'apt-cache' (scanned)",
     ("guest.py", "main"): "cmd is sys.executable -m pytest",
