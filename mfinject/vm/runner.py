@@ -535,7 +535,7 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
         "--args-file", str(args_file), "--shares", str(shares_file),
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image,
-                      shares_args=tuple(shares.vng_args(cached, pycache)))
+                      shares_args=tuple(shares.vng_args(pycache)))
     return cmd
 
 

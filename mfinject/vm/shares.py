@@ -8,11 +8,13 @@ Measured in a Debian 6.1 guest, 2 vCPUs, TCG:
     python -c pass                     1.8 s   ->  0.8 s with cache=loose
     pytest --collect-only tests/kernel 12.2 s  ->  7.9 s with cache=loose
 
-So the host shares the directories Python imports from a second time,
-read-only, each as its own 9p device (``vng --rodir``); the guest remounts
-each with ``cache=loose`` and binds it over the original path, before it
-starts pytest. The trees must not change during a run; they must not anyway
-(a guest importing a tree being edited runs a mixture).
+So the host shares its root a second time, read-only (``vng --rodir``,
+one 9p device: each share costs virtme-ng three of the kernel's 32 boot
+environment variables, and a share per directory panicked the 6.1 guest
+with "Too many boot env vars"); the guest remounts it with ``cache=loose``
+and binds the directories Python imports from over their own paths, before
+it starts pytest. The trees must not change during a run; they must not
+anyway (a guest importing a tree being edited runs a mixture).
 
 Bytecode: the guest's root is read-only, so Python compiled every module of
 the suite on every boot, and pytest rewrote the asserts of every plugin
@@ -31,22 +33,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGING = "/run/mfinject/cached"
+STAGING = "/run/mfinject/cached-root"
 NINEP_OPTS = "ro,version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose"
 
 
-@dataclass(frozen=True)
-class CachedDir:
-    host: str  # an absolute directory, at the same path in the guest
-    staging: str  # where vng mounts the second share in the guest
-
-
-def plan(paths: list[Path]) -> tuple[CachedDir, ...]:
-    """One share per directory, none inside another, in a stable order."""
+def plan(paths: list[Path]) -> tuple[str, ...]:
+    """The directories to cache, none inside another, in a stable order."""
     resolved = sorted({str(p.resolve()) for p in paths if p.is_dir()})
-    kept = [p for p in resolved
-            if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in resolved)]
-    return tuple(CachedDir(p, f"{STAGING}/{i}") for i, p in enumerate(kept))
+    return tuple(p for p in resolved
+                 if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in resolved))
 
 
 def import_dirs(suite: Path) -> list[Path]:
@@ -65,16 +60,16 @@ def pycache_dir() -> Path:
     return path
 
 
-def vng_args(dirs: tuple[CachedDir, ...], pycache: Path) -> list[str]:
-    return [*(f"--rodir={d.staging}={d.host}" for d in dirs), f"--rwdir={pycache}"]
+def vng_args(pycache: Path) -> list[str]:
+    return [f"--rodir={STAGING}=/", f"--rwdir={pycache}"]
 
 
-def write_plan(dirs: tuple[CachedDir, ...], path: Path) -> None:
-    path.write_text(json.dumps([[d.host, d.staging] for d in dirs]))
+def write_plan(dirs: tuple[str, ...], path: Path) -> None:
+    path.write_text(json.dumps(list(dirs)))
 
 
-def read_plan(path: Path) -> tuple[CachedDir, ...]:
-    return tuple(CachedDir(h, s) for h, s in json.loads(path.read_text()))
+def read_plan(path: Path) -> tuple[str, ...]:
+    return tuple(json.loads(path.read_text()))
 
 
 def mounts(text: str) -> list[tuple[str, str]]:
@@ -87,7 +82,7 @@ def mounts(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def remount_cached(dirs: tuple[CachedDir, ...], mounts_text: str) -> list[str]:
+def remount_cached(dirs: tuple[str, ...], mounts_text: str) -> list[str]:
     """Cache each planned directory in the guest; returns what was done, a line each.
 
     A directory that is a mount point already (virtme-ng's writable overlay of
@@ -96,22 +91,20 @@ def remount_cached(dirs: tuple[CachedDir, ...], mounts_text: str) -> list[str]:
     Any failure leaves that directory as it was: speed is not worth a wrong run.
     """
     table = mounts(mounts_text)
+    source = next((src for src, at in table if at == STAGING), None)
+    if source is None:
+        return [f"nothing cached: no share at {STAGING}"]
+    failed = (_run(["umount", STAGING])
+              or _run(["mount", "-t", "9p", "-o", NINEP_OPTS, source, STAGING]))
+    if failed:
+        return [f"nothing cached: {failed}"]
     said = []
     for d in dirs:
-        source = next((src for src, at in table if at == d.staging), None)
-        below = [at for _, at in table
-                 if at == d.host or at.startswith(d.host.rstrip("/") + "/")]
-        if source is None:
-            said.append(f"{d.host}: not cached (no share at {d.staging})")
-            continue
-        if below:
-            said.append(f"{d.host}: not cached (a mount at {below[0]} would be hidden)")
-            continue
-        failed = (_run(["umount", d.staging])
-                  or _run(["mount", "-t", "9p", "-o", NINEP_OPTS, source, d.staging])
-                  or _run(["mount", "--bind", d.staging, d.host]))
-        said.append(f"{d.host}: not cached ({failed})" if failed
-                    else f"{d.host}: cached (9p cache=loose, {source})")
+        below = [at for _, at in table if at == d or at.startswith(d.rstrip("/") + "/")]
+        failed = (f"a mount at {below[0]} would be hidden" if below
+                  else _run(["mount", "--bind", STAGING + d, d]))
+        said.append(f"{d}: not cached ({failed})" if failed
+                    else f"{d}: cached (9p cache=loose, {source})")
     return said
 
 
