@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         if ns is None:
             logf.write("guest: no pmem namespace in the VM (ndctl list -N is empty): "
                        "the emulated NVDIMM did not come up\n")
-        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "-p", "no:cacheprovider",
+        # only this plugin, named: pytest then rewrites the asserts of mfinject.plugin
+        # alone, not of every module of the distribution (mfinject.vm.shares)
+        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "-p", "mfinject.plugin",
+               "-p", "no:cacheprovider",
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ),
@@ -109,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         progress = args.results / "progress.log"
         with progress.open("a") as f:
             f.write(f"guest up: kernel {os.uname().release}, namespace {ns}\n")
-        # bytecode goes to PYTHONPYCACHEPREFIX when the host gave one (mfinject.vm.shares)
-        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", MFINJECT_PROGRESS=str(progress))
-        if not env.get("PYTHONPYCACHEPREFIX"):
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1",
+                   MFINJECT_PROGRESS=str(progress))
+        if not args.command:
+            env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         if args.command:
             env.update(MFINJECT_RESULTS=str(args.results), PYTEST_ADDOPTS=shlex.join(
                 ["-v", "-p", "no:cacheprovider", "--color=no", *args.pytest_args]))

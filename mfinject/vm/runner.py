@@ -522,9 +522,9 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
     cached = shares.plan(shares.import_dirs(suite))
     shares_file = results_dir / "shares.json"
     shares.write_plan(cached, shares_file)
-    pycache = shares.pycache_dir()
+    shares.precompile(shares.suite_dirs(suite))
     guest_cmd = f"cd {shlex.quote(str(suite))} && " + shlex.join([
-        "env", f"PYTHONPYCACHEPREFIX={pycache}", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
+        "env", "PYTHONDONTWRITEBYTECODE=1", "MFINJECT_REQUIRE_PMEM=1", "MFINJECT_IN_VM=1",
         f"MFINJECT_CRASH_TEST={int(opts.crash_test)}",
         *([f"MFINJECT_PLANT_CRASH={opts.plant_crash}"] if opts.plant_crash and attempt == 0
           else []),
@@ -535,7 +535,7 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
         "--args-file", str(args_file), "--shares", str(shares_file),
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image,
-                      shares_args=tuple(shares.vng_args(pycache)))
+                      shares_args=tuple(shares.vng_args()))
     return cmd
 
 
