@@ -32,7 +32,16 @@ def _progress(line: str) -> None:
     path = os.environ.get("MFINJECT_PROGRESS")
     if path:
         with open(path, "a") as f:
-            f.write(line + "\n")
+            f.write(f"{line} [up {_uptime()}]\n")
+
+
+def _uptime() -> str:
+    """The guest's clock, as the kernel log stamps it: where a boot's time goes."""
+    try:
+        with open("/proc/uptime") as f:
+            return f"{float(f.read().split()[0]):.1f} s"
+    except (OSError, ValueError, IndexError):
+        return "?"
 
 
 def nothing_ran(rows: list[ScenarioResult]) -> str | None:
@@ -150,6 +159,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     _check_device(session)
     recorder(session.config).collect(session.items)
+    _progress(f"collected {len(session.items)} tests")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             logf.write("guest: " + " ".join(cmd) + "\n")
         progress = args.results / "progress.log"
         with progress.open("a") as f:
-            f.write(f"guest up: kernel {os.uname().release}, namespace {ns}\n")
+            f.write(f"guest up: kernel {os.uname().release}, namespace {ns} "
+                    f"[up {Path('/proc/uptime').read_text().split()[0]} s]\n")
         env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1",
                    MFINJECT_PROGRESS=str(progress))
         if not args.command:
