@@ -66,6 +66,7 @@ class FsPool:
     kind_name: str | None = None
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
+    resets: int = 0  # namespace resets this session
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def acquire(self, kind: fs.FsKind) -> fs.Mount:
@@ -74,7 +75,8 @@ class FsPool:
             self.uses += 1
             return self.mount
         self.release()
-        self.namespace = pmem.reset(self.namespace)
+        if self.needs_reset():
+            self._reset()
         self.mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
         self.kind_name, self.uses = kind.name, 1
         return self.mount
@@ -87,8 +89,22 @@ class FsPool:
     def clean_namespace(self) -> pmem.Namespace:
         """Nothing mounted, every page fresh: for a test that formats the device itself."""
         self.release()
-        self.namespace = pmem.reset(self.namespace)
+        self._reset()
         return self.namespace
+
+    def needs_reset(self) -> bool:
+        """Whether a new filesystem needs the namespace reset first.
+
+        Not if this session reset it and nothing was injected since (the
+        ledger is empty): its pages are as fresh as a reset would make them,
+        and mkfs overwrites the rest. The session's first filesystem always
+        does: what an earlier session or process left is unknown.
+        """
+        return self.resets == 0 or bool(ledger.poisoned())
+
+    def _reset(self) -> None:
+        self.namespace = pmem.reset(self.namespace)
+        self.resets += 1
 
     def why_not_keep(self) -> str | None:
         """Why the filesystem must not serve another test (None: it may). Anything that

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mfinject import fs, fspool, ledger, syscalls
+from mfinject import fs, fspool, ledger, pmem, syscalls
+from mfinject.fspool import FsPool
 from mfinject.hooks import by_fs_kind
 
 PAGE = syscalls.PAGE_SIZE
@@ -145,3 +146,19 @@ def test_vm_parts_of_a_kernel(monkeypatch):
     for shard, jobs in (("1/2", 2), ("2/1", None), (None, 0)):
         with pytest.raises(MfinjectError):
             cli._parts(shard, jobs, 1)
+
+
+def test_a_new_filesystem_skips_the_reset_only_on_pages_this_session_reset_and_left_clean(
+        monkeypatch) -> None:
+    ns = pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30)
+    reset_calls: list[str] = []
+    monkeypatch.setattr(pmem, "reset", lambda n: reset_calls.append(n.name) or n)
+    ledger.forget()
+    pool = FsPool(ns)
+    assert pool.needs_reset()  # what an earlier session left is unknown
+    pool.clean_namespace()
+    assert reset_calls == ["namespace0.0"]
+    assert not pool.needs_reset()  # reset here, nothing injected since
+    ledger.note(0x101400)
+    assert pool.needs_reset()  # a poisoned page: a new mkfs could hand it to a file
+    ledger.forget()
