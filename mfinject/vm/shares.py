@@ -33,6 +33,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -67,8 +68,34 @@ def precompile(dirs: list[Path]) -> None:
         compileall.compile_dir(d, quiet=2, workers=1)
 
 
+VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd/virtiofsd", "/usr/lib/virtiofsd",
+                   "/usr/lib/qemu/virtiofsd")
+
+
+def rust_virtiofsd() -> str | None:
+    """A virtiofsd that virtme-ng can start: the Rust one (its --help has --shared-dir)."""
+    for path in (shutil.which("virtiofsd"), *VIRTIOFSD_PATHS):
+        if path and os.access(path, os.X_OK):
+            try:
+                out = subprocess.run([path, "--help"], capture_output=True, text=True,
+                                     timeout=10, check=False).stdout
+            except OSError:
+                continue
+            if "--shared-dir" in out:
+                return path
+    return None
+
+
 def vng_args() -> list[str]:
-    return [f"--rodir={STAGING}=/"]
+    """The second share, and 9p for every share unless a Rust virtiofsd is there.
+
+    QEMU 7.2's C virtiofsd (Debian 12's /usr/lib/qemu/virtiofsd) answers
+    ``--version``, so virtme-ng picks it, starts it with the Rust daemon's
+    options, waits 3.1 s for a pid file that never comes and falls back to
+    9p: for the root and again for each --rwdir and --rodir (measured: a bare
+    boot with one extra share took 28 s instead of 21 s).
+    """
+    return [f"--rodir={STAGING}=/", *([] if rust_virtiofsd() else ["--force-9p"])]
 
 
 def write_plan(dirs: tuple[str, ...], path: Path) -> None:

@@ -31,6 +31,7 @@ COVERED = {
     ("fs.py", "_run"): "callers pass literal lists (scanned) or an FsKind's mkfs (checked below)",
     ("pin.py", "_run"): "callers pass literal lists (scanned)",
     ("shares.py", "_run"): "callers pass literal lists (scanned)",
+    ("shares.py", "rust_virtiofsd"): "asks an optional virtiofsd for --help (9p without one)",
     ("pmem.py", "ndctl"): "cmd starts with require_tool('ndctl', ...) (scanned)",
     ("kernels.py", "_apt"): "cmd starts with 'apt-get' or 'apt-cache' (scanned)",
     ("guest.py", "main"): "cmd is sys.executable -m pytest",
