@@ -29,7 +29,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
-from mfinject import fs, ledger, pmem
+from mfinject import fs, ledger, pmem, quarantine
 from mfinject.syscalls import PAGE_SIZE
 
 def _raise(e: OSError) -> None:
@@ -67,6 +67,7 @@ class FsPool:
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
     resets: int = 0  # namespace resets this session
+    fenced: list[str] = field(default_factory=list)  # files holding bad sectors (quarantine)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def acquire(self, kind: fs.FsKind) -> fs.Mount:
@@ -79,6 +80,7 @@ class FsPool:
             self._reset()
         self.mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
         self.kind_name, self.uses = kind.name, 1
+        self.fenced = quarantine.fence(self.mount.mountpoint, pmem.badblocks(self.namespace))
         return self.mount
 
     def release(self) -> None:
@@ -120,9 +122,12 @@ class FsPool:
             return "nothing mounted"
         if not os.path.exists(m.devpath) or not os.path.ismount(m.mountpoint):
             return f"{m.devpath} or its mount at {m.mountpoint} is gone"
-        bad = pmem.badblocks(self.namespace)
+        bad = quarantine.uncovered(
+            quarantine.bad_byte_ranges(pmem.badblocks(self.namespace)),
+            [r for path in self.fenced for r in quarantine.file_byte_ranges(path)])
         if bad:
-            return f"{self.namespace.blockdev} records bad blocks ({', '.join(bad)})"
+            return (f"{self.namespace.blockdev} records bad blocks outside the quarantine "
+                    f"(bytes {', '.join(f'{r.start:#x}+{len(r)}' for r in bad)})")
         files = kept_files(m)
         start = pmem.data_start(self.namespace)
         loose = loose_poison(ledger.poisoned(),

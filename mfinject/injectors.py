@@ -1,18 +1,24 @@
-"""The two ways to poison a page: madvise(MADV_HWPOISON) and debugfs corrupt-pfn.
+"""The ways to poison a page: madvise(MADV_HWPOISON), debugfs corrupt-pfn, a
+machine check raised by QEMU; and the record-only and unbind variants.
 
-Both are carried out by a participant process, never by the test process:
-a process that poisons a page it maps receives SIGBUS itself.
+madvise and corrupt-pfn are carried out by a participant process, never by
+the test process: a process that poisons a page it maps receives SIGBUS
+itself. A machine check is raised by the host (mfinject.mce); the test
+process only asks for it and waits for memory-failure to have run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfinject import ledger
+from mfinject import ledger, mce
 from mfinject.errors import MfinjectError
+from mfinject.observers.kmsg import KmsgCapture
 from mfinject.participant import Participant, Reply, reply_text
 from mfinject.pmem import Namespace, PmemError, data_start
 from mfinject.syscalls import PAGE_SIZE
@@ -147,5 +153,67 @@ class UnbindInjector:
         return Injection(self.name, by.name, pfn, vaddr, reply)
 
 
+class MceInjector:
+    """A machine check at the page's physical address, raised by QEMU (mfinject.mce).
+
+    An action-optional one (SRAO) arrives as on a patrol scrub: the #MC
+    handler logs it, the NFIT driver's notifier records a bad range, and
+    memory_failure() runs later from a work item. So the injection waits for
+    memory-failure's last line about the PFN (action_result(): "recovery
+    action for dax page: ...") before the scenario goes on; none within
+    MF_TIMEOUT_S is a hung injection.
+    """
+
+    name = "mce"
+    flavour = mce.SRAO
+    MF_TIMEOUT_S = 30.0
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+        try:
+            mce.relay_dir()
+        except mce.MceError as e:
+            raise InjectError(str(e)) from e
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        check_pfn(self.namespace, pfn)
+        log.info("%s: machine check %s at %#x (pfn %#x)", by.name, self.flavour.name,
+                 pfn * PAGE_SIZE, pfn)
+        ledger.note(pfn)
+        cap = KmsgCapture()
+        try:
+            answer = mce.ask(self.flavour, pfn * PAGE_SIZE)
+            if not answer.ok:
+                return Injection(self.name, by.name, pfn, vaddr,
+                                 Reply(False, error=f"QEMU: {answer.error}"))
+            hung = None if wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S) else (
+                f"no memory-failure result for pfn {pfn:#x} within {self.MF_TIMEOUT_S:.0f} s "
+                "of the machine check")
+        except mce.MceError as e:
+            return Injection(self.name, by.name, pfn, vaddr, Reply(False, error=str(e)))
+        finally:
+            cap.close()
+        return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
+                         hung=hung)
+
+
+def memory_failure_done(texts: list[str], pfn: int) -> bool:
+    """Whether memory-failure logged its result for ``pfn`` (mm/memory-failure.c action_result(),
+    or its refusal of a page already poisoned)."""
+    done = re.compile(rf"Memory failure: {pfn:#x}: (recovery action|already hardware poisoned)")
+    return any(done.search(t) for t in texts)
+
+
+def wait_for_memory_failure(cap: KmsgCapture, pfn: int, timeout_s: float) -> bool:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen += [r.text for r in cap.read()]
+        if memory_failure_done(seen, pfn):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector, BadblocksInjector,
-                                 UnbindInjector)}
+                                 UnbindInjector, MceInjector)}

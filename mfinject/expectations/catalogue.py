@@ -32,6 +32,7 @@ from mfinject.scenarios import (
     fileio,
     first,
     locking,
+    machine_check,
     pinned,
     pmd,
     policy,
@@ -312,6 +313,30 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("kernel", "path", "notify_failure", src.COMMIT_PRE_REMOVE),
     ) + signalled("M", "BUS_MCEERR_AO", src.PRE_REMOVE_ALL_TASKS, src.COMMIT_PRE_REMOVE),
 }
+
+
+def by_machine_check(exps: tuple[Expect, ...]) -> tuple[Expect, ...]:
+    """A corrupt-pfn scenario's expectations for its machine-check twin: the same
+    mappers and outcomes; the injection is the machine check's, and the NFIT
+    driver records the bad range (which the pmem driver consults afterwards)."""
+    return tuple(dataclasses.replace(e, source=src.MCE_SRAO)
+                 if (e.field, e.source) == ("injection", src.HWPOISON_CORRUPT_PFN) else e
+                 for e in exps)
+
+
+MCE_BAD_RANGE = (Expect("kernel", "badblocks", "1 bad range", src.NFIT_MCE),)
+_EXPECTATIONS.update({
+    machine_check.MCE.name: by_machine_check(_EXPECTATIONS[first.CORRUPT_PFN.name])
+    + MCE_BAD_RANGE,
+    machine_check.MCE_LATE_ONLY.name:
+        by_machine_check(_EXPECTATIONS[access.CORRUPT_PFN_LATE_ONLY.name]) + MCE_BAD_RANGE,
+    machine_check.MCE_SHARED.name: by_machine_check(_EXPECTATIONS[shared.CORRUPT_PFN_SHARED.name])
+    + MCE_BAD_RANGE,
+    # the whole-page write clears the bad range, as after badblocks-file-io
+    machine_check.MCE_FILE_IO.name:
+        by_machine_check(_EXPECTATIONS[fileio.CORRUPT_PFN_FILE_IO.name])
+        + (Expect("kernel", "badblocks", "none", src.DAX_CLEAR_ON_WRITE),),
+})
 # memory_failure() is not involved in the badblocks path: no path, no counter
 _NO_POISON_PAGE = {s.name for s in locking.SCENARIOS} - {locking.CORRUPT_PFN_TWICE.name}
 _NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name,
@@ -583,6 +608,12 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                "data. On real hardware they would consume the poison and fail with EIO.",
                src.PMEM_BADBLOCKS),
     *deviation(fileio.BADBLOCKS_FILE_IO.name, "no clear_error",
+               (Value("R", "io:write_page", "Bad address"),
+                Value("kernel", "badblocks", "1 bad range"),
+                Value("R", "io:pread_after_write", "Input/output error")),
+               INJECTION_LIMIT, _NO_CLEAR, src.DAX_RECOVERY_WRITE, fact_lacks=_CLEAR),
+    # the same emulated bus under a machine check's bad range
+    *deviation(machine_check.MCE_FILE_IO.name, "no clear_error",
                (Value("R", "io:write_page", "Bad address"),
                 Value("kernel", "badblocks", "1 bad range"),
                 Value("R", "io:pread_after_write", "Input/output error")),

@@ -272,3 +272,18 @@ COLLECT_PROCS = Source(
     "does not map the page when the poison arrives is not signalled; a pmem bad block "
     "alone does not call memory_failure() at all)",
 )
+
+# Machine checks (mfinject.mce): the chain a hardware error travels
+MCE_SRAO = Source(
+    "arch/x86/kernel/cpu/mce/severity.c, core.c uc_decode_notifier()",
+    "an uncorrected, action-optional memory scrubbing error (MCi_STATUS UC|S, MCACOD 0xC0) "
+    "with a usable physical address is handed to memory_failure(pfn, 0); no process "
+    "consumed it, so none is the target of an action-required signal",
+)
+NFIT_MCE = Source(
+    "drivers/acpi/nfit/mce.c nfit_handle_mce()",
+    "a memory error at an address inside an NVDIMM region is added to the bus's bad "
+    "ranges (nvdimm_bus_add_badrange()) and the region is told "
+    "(nvdimm_region_notify(NVDIMM_REVALIDATE_POISON)), so the pmem driver's badblocks "
+    "list records it",
+)

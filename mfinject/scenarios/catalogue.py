@@ -7,6 +7,7 @@ from mfinject.scenarios import (
     fileio,
     first,
     locking,
+    machine_check,
     pinned,
     pmd,
     policy,
@@ -21,7 +22,7 @@ from mfinject.scenarios import (
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
              + pmd.SCENARIOS + badblocks.SCENARIOS + threads.SCENARIOS + fileio.SCENARIOS
              + self_inject.SCENARIOS + twice_mapped.SCENARIOS + shared.SCENARIOS
-             + pinned.SCENARIOS)
+             + pinned.SCENARIOS + machine_check.SCENARIOS)
 
 # played by their own tests (they provoke filesystem shutdown messages on purpose)
 SEPARATE = unbind.SCENARIOS

@@ -12,6 +12,7 @@ Nothing here is asserted; the numbers are for reading and comparing.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import statistics
 import subprocess
@@ -123,6 +124,8 @@ def bare_command(loop_results: Path) -> list[str]:
         raise SystemExit(f"benchmark: no vng-command.txt under {loop_results}: the one-scenario "
                          "run did not boot; see its output above")
     argv = shlex.split(found[0].read_text())
+    # the run's QMP socket lived in a directory removed after it: no monitor here
+    argv = [re.sub(r" -qmp \S+", "", a) for a in argv]
     return [*argv[:argv.index("--exec")], "--exec", "true"]
 
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mfinject import mce
+
 
 def _first_namespace() -> str | None:
     try:
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"[up {Path('/proc/uptime').read_text().split()[0]} s]\n")
         env = dict(os.environ, MFINJECT_REQUIRE_PMEM="1", PYTHONDONTWRITEBYTECODE="1",
                    MFINJECT_PROGRESS=str(progress))
+        if (args.results / "mce").is_dir():  # the host's machine-check relay (mfinject.mce)
+            env[mce.ENV_DIR] = str(args.results / "mce")
         if not args.command:
             env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         if args.command:

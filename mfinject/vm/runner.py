@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from mfinject import hosttools
 from mfinject.errors import MfinjectError
 from mfinject.vm import outcomes, shares
 from mfinject.vm.outcomes import CrashAttempt
+from mfinject.vm.relay import Relay
 from mfinject.vm.kernels import Kernel, cache_dir, config_path
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,9 @@ class GuestRun:
     deaths: tuple[CrashAttempt, ...] = ()  # ... after it came up, during no test
 
 
+TCG_CPU = "max,vendor=GenuineIntel"
+
+
 def vng_path() -> str:
     exe = shutil.which("vng", path=os.path.dirname(sys.executable) + os.pathsep
                        + os.environ.get("PATH", ""))
@@ -160,26 +165,41 @@ def vng_env() -> dict[str, str]:
 
 
 def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem: str,
-                image: Path, shares_args: tuple[str, ...] = ()) -> list[str]:
+                image: Path, shares_args: tuple[str, ...] = (),
+                qmp: Path | None = None) -> list[str]:
     cmd = [vng_path()]
     if accel == "tcg":
         cmd.append("--disable-kvm")
     # --verbose puts the guest kernel's console into console.log (crash evidence)
     cmd += ["--verbose", "--run", str(kernel.vmlinuz), "--memory", GUEST_MEMORY, "--cpus",
             str(VM_CPUS), f"--rwdir={rwdir}", *shares_args]
+    extra = qemu_machine_check_opts(accel, qmp)
     if pmem == "nfit":
         cmd.append(
             "--qemu-opts=-machine nvdimm=on -m 2G,slots=2,maxmem=6G "
             f"-object memory-backend-file,id=nv0,share=on,mem-path={image},size={NVDIMM_SIZE} "
-            "-device nvdimm,id=nvdimm0,memdev=nv0 -no-reboot"
+            f"-device nvdimm,id=nvdimm0,memdev=nv0 -no-reboot{extra}"
         )
     elif pmem == "memmap":
         # 512 MiB of guest RAM starting at 1 GiB becomes a legacy e820 pmem region
-        cmd += ["--append", "memmap=512M!1G", "--qemu-opts=-no-reboot"]
+        cmd += ["--append", "memmap=512M!1G", f"--qemu-opts=-no-reboot{extra}"]
     else:
         raise VmError(f"unknown pmem kind {pmem!r}: use nfit or memmap")
     cmd += ["--append", "panic=-1 oops=panic", "--exec", exec_cmd]
     return cmd
+
+
+def qemu_machine_check_opts(accel: str, qmp: Path | None) -> str:
+    """The monitor socket the machine-check relay talks to, and an Intel CPU under TCG.
+
+    QEMU's TCG CPU is AuthenticAMD unless told otherwise; the kernel grades
+    machine checks by vendor (mfinject.mce). Under KVM the CPU is the host's.
+    A -cpu given here comes after virtme-ng's own ``-cpu max``: QEMU takes the last.
+    """
+    opts = f" -qmp unix:{qmp},server=on,wait=off" if qmp else ""
+    if accel == "tcg":
+        opts += f" -cpu {TCG_CPU}"
+    return opts
 
 
 def accel_marker(kernel: Kernel) -> Path:
@@ -508,7 +528,7 @@ class BootOutcome:
 
 
 def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
-                  attempt: int, skip: list[str], image: Path) -> list[str]:
+                  attempt: int, skip: list[str], image: Path, qmp: Path) -> list[str]:
     """vng's command line for one boot, and the files it hands the guest."""
     suffix = "" if attempt == 0 else f"-{attempt}"
     config = config_path(kernel)
@@ -535,8 +555,51 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
         "--args-file", str(args_file), "--shares", str(shares_file),
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image,
-                      shares_args=tuple(shares.vng_args()))
+                      shares_args=tuple(shares.vng_args()), qmp=qmp)
     return cmd
+
+
+def _watch(proc: subprocess.Popen[bytes], results_dir: Path, exit_file: Path, opts: VmOptions,
+           progress: Progress, t0: float) -> str:
+    """Wait for the VM to end, or end it: why it ended (the watchdogs', or a crash's)."""
+    why = "guest crashed (VM exited without a result)"
+    running_since: tuple[str, float] | None = None
+    exited_at: float | None = None
+    while proc.poll() is None:
+        progress.poll()
+        now = time.monotonic()
+        if exit_file.exists():
+            # pytest is done; a guest whose kernel has a stuck task may
+            # never finish powering off (its final sync blocks)
+            exited_at = exited_at or now
+            if now - exited_at > POWEROFF_GRACE_S:
+                progress.say(f"the guest did not power off within {POWEROFF_GRACE_S:.0f} "
+                             "s of pytest's end; stopping the VM")
+                _kill_group(proc)
+                return why
+        _, running = parse_progress((results_dir / "progress.log").read_text()
+                                    if (results_dir / "progress.log").exists() else "")
+        if running is None:
+            running_since = None
+        elif running_since is None or running_since[0] != running.nodeid:
+            running_since = (running.nodeid, now)
+        if running_since and now - running_since[1] > opts.test_timeout_s:
+            why = f"watchdog: no progress for {opts.test_timeout_s:.0f} s (hung)"
+            progress.say(f"{why}; killing the VM")
+            _kill_group(proc)
+            return why
+        if now - t0 > opts.timeout_s:
+            why = f"watchdog: run longer than {opts.timeout_s:.0f} s"
+            progress.say(f"{why}; killing the VM")
+            _kill_group(proc)
+            return why
+        if STOP.is_set():
+            why = "interrupted (SIGINT/SIGTERM)"
+            progress.say(f"{why}; stopping the VM")
+            _kill_group(proc)
+            return why
+        time.sleep(0.5)
+    return why
 
 
 def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
@@ -550,56 +613,25 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
     suffix = "" if attempt == 0 else f"-{attempt}"
-    cmd = _boot_command(kernel, results_dir, suite, opts, accel, attempt, skip, image)
+    console_name = f"console{suffix}.log"
+    qmp_dir = Path(tempfile.mkdtemp(prefix="mfinject-qmp-"))  # a unix socket path is short
+    qmp = qmp_dir / "qmp"
+    cmd = _boot_command(kernel, results_dir, suite, opts, accel, attempt, skip, image, qmp)
     (results_dir / f"vng-command{suffix}.txt").write_text(shlex.join(cmd) + "\n")
     what = "booting" if attempt == 0 else f"booting a fresh VM (boot {attempt + 1})"
     progress.say(f"{what} {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "
                  f"logs in {results_dir}")
-    console_name = f"console{suffix}.log"
-    why = "guest crashed (VM exited without a result)"
+    relay = Relay(results_dir / "mce", qmp).start()
     with (results_dir / console_name).open("wb") as console, \
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                              env=vng_env(), start_new_session=True) as proc:
         try:
-            running_since: tuple[str, float] | None = None
-            exited_at: float | None = None
-            while proc.poll() is None:
-                progress.poll()
-                now = time.monotonic()
-                if exit_file.exists():
-                    # pytest is done; a guest whose kernel has a stuck task may
-                    # never finish powering off (its final sync blocks)
-                    exited_at = exited_at or now
-                    if now - exited_at > POWEROFF_GRACE_S:
-                        progress.say(f"the guest did not power off within {POWEROFF_GRACE_S:.0f} "
-                                     "s of pytest's end; stopping the VM")
-                        _kill_group(proc)
-                        break
-                _, running = parse_progress((results_dir / "progress.log").read_text()
-                                            if (results_dir / "progress.log").exists() else "")
-                if running is None:
-                    running_since = None
-                elif running_since is None or running_since[0] != running.nodeid:
-                    running_since = (running.nodeid, now)
-                if running_since and now - running_since[1] > opts.test_timeout_s:
-                    why = f"watchdog: no progress for {opts.test_timeout_s:.0f} s (hung)"
-                    progress.say(f"{why}; killing the VM")
-                    _kill_group(proc)
-                    break
-                if now - t0 > opts.timeout_s:
-                    why = f"watchdog: run longer than {opts.timeout_s:.0f} s"
-                    progress.say(f"{why}; killing the VM")
-                    _kill_group(proc)
-                    break
-                if STOP.is_set():
-                    why = "interrupted (SIGINT/SIGTERM)"
-                    progress.say(f"{why}; stopping the VM")
-                    _kill_group(proc)
-                    break
-                time.sleep(0.5)
+            why = _watch(proc, results_dir, exit_file, opts, progress, t0)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
+            relay.stop()
+            shutil.rmtree(qmp_dir, ignore_errors=True)
     progress.poll()
     exit_code = int(exit_file.read_text()) if exit_file.exists() else None
     text = (results_dir / console_name).read_bytes().decode("utf-8", "replace")

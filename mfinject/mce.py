@@ -1,0 +1,122 @@
+"""Machine checks at a page's physical address: what is asked of QEMU, and how.
+
+The guest cannot raise a machine check on itself: the host runner does it
+through QEMU's monitor (``mce`` over QMP, mfinject.vm.relay). The guest asks
+by writing a request file into the results directory the two share; the host
+answers with a file beside it. Each side waits with a timeout.
+
+The register values (Intel SDM vol. 3B, 16.3.2 and 16.6; the kernel grades
+them in arch/x86/kernel/cpu/mce/severity.c):
+
+- MCi_STATUS 0xbd000000000000c0: VAL | UC | EN | MISCV | ADDRV | S, MCACOD
+  0x00c0, "memory scrubbing": an uncorrected error that no instruction
+  consumed (SRAO, action optional). severity.c grades it "Action optional:
+  memory scrubbing error", and uc_decode_notifier() calls memory_failure(pfn, 0)
+  from a work item, after the NFIT driver's notifier (drivers/acpi/nfit/mce.c
+  nfit_handle_mce()) recorded the address in the bus's bad ranges.
+- MCG_STATUS 0x5: RIPV | MCIP (the interrupted code may restart).
+- MCi_MISC 0x86: address mode 2 (physical), LSB 6 (a 64-byte line), which
+  mce_usable_address() requires before it hands the address on.
+- broadcast (``-b``): every vCPU takes the #MC, as on hardware: the kernel's
+  handler waits for all CPUs to enter it (mce_start()); one vCPU alone timed
+  out, and a second machine check on a vCPU with MCIP still set is what QEMU
+  answers "Previous MCE still in progress, raising triple fault".
+
+QEMU must present an Intel CPU (``-cpu max,vendor=GenuineIntel`` under TCG):
+its default under TCG is AuthenticAMD, whose errors the kernel grades by the
+AMD tables instead (severity.c mce_severity_amd()).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mfinject.errors import MfinjectError
+
+ENV_DIR = "MFINJECT_MCE_DIR"  # set in the guest by mfinject.vm.guest
+ANSWER_TIMEOUT_S = 30.0
+MCE_BANK = 9  # QEMU's x86 CPUs have 10 banks (MCG_CAP 0x100010a under TCG)
+MCE_CPU = 1
+
+
+class MceError(MfinjectError):
+    pass
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """The register values of one kind of machine check."""
+    name: str
+    status: int
+    mcg_status: int
+    misc: int
+    meaning: str
+
+
+SRAO = Flavour("srao", 0xBD000000000000C0, 0x5, 0x86,
+               "uncorrected memory error found by the patrol scrubber, action optional")
+FLAVOURS = {f.name: f for f in (SRAO,)}
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    flavour: str
+    addr: int  # guest physical address
+
+    def monitor_command(self) -> str:
+        f = FLAVOURS[self.flavour]
+        return (f"mce -b {MCE_CPU} {MCE_BANK} {f.status:#x} {f.mcg_status:#x} {self.addr:#x} "
+                f"{f.misc:#x}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    id: str
+    ok: bool
+    monitor_said: str = ""
+    error: str | None = None
+    command: str = ""
+
+
+def request_path(directory: Path, rid: str) -> Path:
+    return directory / f"request-{rid}.json"
+
+
+def answer_path(directory: Path, rid: str) -> Path:
+    return directory / f"answer-{rid}.json"
+
+
+def write_atomic(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def relay_dir() -> Path:
+    """The shared directory the host watches, or why there is none."""
+    d = os.environ.get(ENV_DIR)
+    if not d or not Path(d).is_dir():
+        raise MceError("machine-check injection needs the host's QEMU monitor: run the suite "
+                       "in the VM (`mfinject vm`); on real pmem, EINJ is not supported yet")
+    return Path(d)
+
+
+def ask(flavour: Flavour, addr: int, timeout_s: float = ANSWER_TIMEOUT_S) -> Answer:
+    """Ask the host to raise ``flavour`` at ``addr``; its answer, or MceError at the timeout."""
+    d = relay_dir()
+    req = Request(uuid.uuid4().hex[:12], flavour.name, addr)
+    write_atomic(request_path(d, req.id), asdict(req))
+    deadline = time.monotonic() + timeout_s
+    path = answer_path(d, req.id)
+    while time.monotonic() < deadline:
+        if path.exists():
+            return Answer(**json.loads(path.read_text()))
+        time.sleep(0.02)
+    raise MceError(f"the host did not answer machine-check request {req.id} within "
+                   f"{timeout_s:.0f} s (is the VM runner's relay running?)")

@@ -1,0 +1,79 @@
+"""The host half of machine-check injection: guest requests to QEMU's monitor.
+
+While a VM runs, a thread watches the results directory's ``mce/`` for
+request files the guest wrote (mfinject.mce), sends each one's ``mce``
+command through QMP, and answers with a file beside it. Every answer and
+what the monitor printed is also appended to ``mce/log.jsonl``, for the
+report. QEMU only affects the guest: no request can reach the host's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from mfinject import mce
+from mfinject.vm.qmp import Qmp, QmpError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+
+
+class Relay:
+    def __init__(self, directory: Path, socket_path: Path) -> None:
+        self.directory = directory
+        self.socket_path = socket_path
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mce-relay", daemon=True)
+        self._qmp: Qmp | None = None
+
+    def start(self) -> Relay:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+        if self._qmp is not None:
+            self._qmp.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for path in sorted(self.directory.glob("request-*.json")):
+                self._serve(path)
+            time.sleep(POLL_S)
+
+    def _serve(self, path: Path) -> None:
+        try:
+            req = mce.Request(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            log.warning("unreadable machine-check request %s: %s", path, e)
+            path.rename(path.with_suffix(".bad"))
+            return
+        answer = self.answer(req)
+        mce.write_atomic(mce.answer_path(self.directory, req.id), asdict(answer))
+        with (self.directory / "log.jsonl").open("a") as f:
+            f.write(json.dumps({"t": time.time(), **asdict(answer)}) + "\n")
+        path.unlink()
+
+    def answer(self, req: mce.Request) -> mce.Answer:
+        if req.flavour not in mce.FLAVOURS:
+            return mce.Answer(req.id, False, error=f"unknown flavour {req.flavour!r}")
+        command = req.monitor_command()
+        try:
+            if self._qmp is None:
+                self._qmp = Qmp(self.socket_path)
+            said = self._qmp.hmp(command).strip()
+        except (QmpError, OSError) as e:
+            self._qmp = None
+            return mce.Answer(req.id, False, error=str(e), command=command)
+        # the monitor prints nothing when it took the command
+        return mce.Answer(req.id, not said, monitor_said=said, command=command,
+                          error=said or None)
