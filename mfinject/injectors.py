@@ -20,7 +20,7 @@ from mfinject import ledger, mce
 from mfinject.errors import MfinjectError
 from mfinject.observers.kmsg import KmsgCapture
 from mfinject.participant import Participant, Reply, reply_text
-from mfinject.pmem import Namespace, PmemError, data_start
+from mfinject.pmem import Namespace, PmemError, badblocks, data_start
 from mfinject.syscalls import PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,21 @@ class MceInjector:
     """A machine check at the page's physical address, raised by QEMU (mfinject.mce).
 
     An action-optional one (SRAO) arrives as on a patrol scrub: the #MC
-    handler logs it, the NFIT driver's notifier records a bad range, and
-    memory_failure() runs later from a work item. So the injection waits for
-    memory-failure's last line about the PFN (action_result(): "recovery
-    action for dax page: ...") before the scenario goes on; none within
-    MF_TIMEOUT_S is a hung injection.
+    handler logs it, and a work item later walks the decoder chain:
+    uc_decode_notifier() calls memory_failure(), then the NFIT driver's
+    notifier records the bad range (MCE_PRIO_UC runs before MCE_PRIO_NFIT).
+    So the injection waits for memory-failure's last line about the PFN
+    (action_result(): "recovery action for dax page: ..."), none within
+    MF_TIMEOUT_S being a hung injection, and then, up to BADBLOCK_WAIT_S, for
+    the page's first sector in the pmem device's badblocks: a later read or
+    fault is judged against the record the pmem driver consults. A bad range
+    that never comes is not waited for longer: the kernel.badblocks fact says so.
     """
 
     name = "mce"
     flavour = mce.SRAO
     MF_TIMEOUT_S = 30.0
+    BADBLOCK_WAIT_S = 10.0
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
@@ -189,12 +194,26 @@ class MceInjector:
             hung = None if wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S) else (
                 f"no memory-failure result for pfn {pfn:#x} within {self.MF_TIMEOUT_S:.0f} s "
                 "of the machine check")
+            if hung is None:
+                self._wait_for_bad_range(pfn)
         except mce.MceError as e:
             return Injection(self.name, by.name, pfn, vaddr, Reply(False, error=str(e)))
         finally:
             cap.close()
         return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
                          hung=hung)
+
+
+    def _wait_for_bad_range(self, pfn: int) -> None:
+        sector = (pfn * PAGE_SIZE - data_start(self.namespace)) // 512
+        deadline = time.monotonic() + self.BADBLOCK_WAIT_S
+        while time.monotonic() < deadline:
+            if any(int(first) <= sector < int(first) + int(n)
+                   for first, n in (line.split()[:2] for line in badblocks(self.namespace))):
+                return
+            time.sleep(0.05)
+        log.warning("pfn %#x: no bad block at sector %d within %.0f s of the machine check",
+                    pfn, sector, self.BADBLOCK_WAIT_S)
 
 
 def memory_failure_done(texts: list[str], pfn: int) -> bool:

@@ -328,6 +328,16 @@ MCE_BAD_RANGE = (Expect("kernel", "badblocks", "1 bad range", src.NFIT_MCE),)
 _EXPECTATIONS.update({
     machine_check.MCE.name: by_machine_check(_EXPECTATIONS[first.CORRUPT_PFN.name])
     + MCE_BAD_RANGE,
+    # C's early kill makes memory-failure unmap every mapper; B's next load
+    # faults, and the fault meets the bad range: -EIO (SIGBUS BUS_ADRERR)
+    # until v6.5, then -EHWPOISON (BUS_MCEERR_AR), commit 1ea7ca1b0901
+    machine_check.MCE_LATE_ACCESS.name: by_machine_check(_EXPECTATIONS[first.CORRUPT_PFN.name])
+    + MCE_BAD_RANGE + (
+        Expect("B", "access", "SIGBUS BUS_ADRERR", src.COMMIT_DAX_HWPOISON,
+               kernels=KernelRange(until=_V6_5)),
+        Expect("B", "access", "SIGBUS BUS_MCEERR_AR", src.COMMIT_DAX_HWPOISON,
+               kernels=KernelRange(since=_V6_5)),
+        Expect("B", "access_si_addr", POISONED_PAGE, src.SIGACTION_ADDR)),
     machine_check.MCE_LATE_ONLY.name:
         by_machine_check(_EXPECTATIONS[access.CORRUPT_PFN_LATE_ONLY.name]) + MCE_BAD_RANGE,
     machine_check.MCE_SHARED.name: by_machine_check(_EXPECTATIONS[shared.CORRUPT_PFN_SHARED.name])
@@ -629,3 +639,15 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
                 Value("B", "exit", ALIVE)),
                KERNEL_DEVIATION, _NO_UNMAP, src.UNMAP_AND_KILL),
 )
+
+# The kernel deviations of a corrupt-pfn scenario are memory-failure's on a dax
+# page, whoever called it: its machine-check twin inherits them (memory_failure()
+# is the same function; the machine check's flags lack only MF_SW_SIMULATED,
+# which hwpoison_filter() and the accounting read). A twin that behaves
+# otherwise fails, and says so. The software-injection limits are not
+# inherited: under a machine check they are re-judged.
+_MCE_TWINS = {s.name.replace("mce", "corrupt-pfn", 1): s.name
+              for s in machine_check.SCENARIOS if s.name != machine_check.MCE_LATE_ACCESS.name}
+KNOWN_DEVIATIONS += tuple(dataclasses.replace(d, scenario=_MCE_TWINS[d.scenario])
+                          for d in KNOWN_DEVIATIONS
+                          if d.kind == KERNEL_DEVIATION and d.scenario in _MCE_TWINS)

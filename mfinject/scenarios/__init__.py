@@ -57,6 +57,8 @@ class Scenario:
     # what it may make mm/memory-failure.c log (mfinject.observers.mflog): any
     # other memory-failure line is a kernel-health finding
     kernel_messages: tuple[KernelMessage, ...] = POISONING
+    # taint flags it raises by design (a machine check: M), which are no finding
+    taint: int = 0
 
     @property
     def map_size(self) -> int:

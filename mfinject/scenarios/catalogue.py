@@ -40,3 +40,9 @@ def kernel_messages(subject: str) -> tuple[KernelMessage, ...]:
         if subject in (played.name, "test_" + played.name.replace("-", "_")):
             return played.kernel_messages
     return ()
+
+
+def taint(subject: str) -> int:
+    """The taint flags the test playing ``subject`` raises by design (Scenario.taint)."""
+    return next((s.taint for s in ALL
+                 if subject in (s.name, "test_" + s.name.replace("-", "_"))), 0)

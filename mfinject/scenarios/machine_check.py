@@ -8,6 +8,9 @@ range (which the pmem driver then consults on every read and fault), and
 memory_failure() run from a work item without MF_SW_SIMULATED.
 
 - mce: I, who maps nothing, is the one that asks; B (late) and C (early) map the page.
+- mce-late-access: as mce, then B (late kill, unmapped because C's early
+  kill made memory-failure unmap every mapper) loads the page again: the
+  fault now meets the bad range.
 - mce-late-only: only B (late kill) maps it; then B touches it.
 - mce-file-io: file I/O on the page afterwards, through the file.
 - mce-shared: a block shared by a file and its reflink clone, mapped by early
@@ -16,8 +19,10 @@ memory_failure() run from a work item without MF_SW_SIMULATED.
 
 import dataclasses
 
+from mfinject.observers.health import TAINT_MACHINE_CHECK
 from mfinject.observers.mflog import HWPOISON_FAULT, KernelMessage
 from mfinject.scenarios import Scenario
+from mfinject.scenarios.steps import Probe
 from mfinject.scenarios.access import CORRUPT_PFN_LATE_ONLY
 from mfinject.scenarios.fileio import CORRUPT_PFN_FILE_IO
 from mfinject.scenarios.first import CORRUPT_PFN
@@ -38,12 +43,17 @@ def from_corrupt_pfn(s: Scenario) -> Scenario:
     if title == s.title:
         title = s.title.replace("corrupt-pfn", "a machine check", 1)
     return dataclasses.replace(s, name=name, title=title, injector=INJECTOR,
-                               kernel_messages=(*s.kernel_messages, MCE_LOGGED, HWPOISON_FAULT))
+                               kernel_messages=(*s.kernel_messages, MCE_LOGGED, HWPOISON_FAULT),
+                               taint=TAINT_MACHINE_CHECK)
 
 
 MCE = from_corrupt_pfn(CORRUPT_PFN)
+MCE_LATE_ACCESS = dataclasses.replace(
+    MCE, name="mce-late-access",
+    title="a machine check asked for by I while B (late) and C (early) map it; then B "
+    "touches it", steps=(*MCE.steps, Probe()))
 MCE_LATE_ONLY = from_corrupt_pfn(CORRUPT_PFN_LATE_ONLY)
 MCE_FILE_IO = from_corrupt_pfn(CORRUPT_PFN_FILE_IO)
 MCE_SHARED = from_corrupt_pfn(CORRUPT_PFN_SHARED)
 
-SCENARIOS = (MCE, MCE_LATE_ONLY, MCE_FILE_IO, MCE_SHARED)
+SCENARIOS = (MCE, MCE_LATE_ACCESS, MCE_LATE_ONLY, MCE_FILE_IO, MCE_SHARED)
