@@ -78,9 +78,13 @@ class FsPool:
         self.release()
         if self.needs_reset():
             self._reset()
-        self.mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
-        self.kind_name, self.uses = kind.name, 1
-        self.fenced = quarantine.fence(self.mount.mountpoint, pmem.badblocks(self.namespace))
+        mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
+        try:
+            self.fenced = quarantine.fence(mount.mountpoint, pmem.badblocks(self.namespace))
+        except BaseException:
+            self.release()  # never kept unfenced
+            raise
+        self.mount, self.kind_name, self.uses = mount, kind.name, 1
         return self.mount
 
     def release(self) -> None:

@@ -193,7 +193,8 @@ class MceInjector:
                                  Reply(False, error=f"QEMU: {answer.error}"))
             hung = None if wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S) else (
                 f"no memory-failure result for pfn {pfn:#x} within {self.MF_TIMEOUT_S:.0f} s "
-                "of the machine check")
+                "of the machine check QEMU took (a kernel that never ran memory_failure(), or a "
+                "machine check QEMU dropped without a word: see the kernel log's mce lines)")
             if hung is None:
                 self._wait_for_bad_range(pfn)
         except mce.MceError as e:

@@ -69,6 +69,16 @@ class Request:
     flavour: str
     addr: int  # guest physical address
 
+    @classmethod
+    def parse(cls, data: dict[str, object]) -> Request:
+        """From its JSON, with every field's type checked (KeyError, TypeError, ValueError)."""
+        rid, flavour, addr = data["id"], data["flavour"], data["addr"]
+        if not isinstance(rid, str) or not isinstance(flavour, str) or type(addr) is not int:
+            raise TypeError(f"a request needs a str id and flavour and an int addr: {data}")
+        if flavour not in FLAVOURS or addr < 0 or addr % 64:
+            raise ValueError(f"unknown flavour or an address not 64-byte aligned: {data}")
+        return cls(rid, flavour, addr)
+
     def monitor_command(self) -> str:
         f = FLAVOURS[self.flavour]
         return (f"mce -b {MCE_CPU} {MCE_BANK} {f.status:#x} {f.mcg_status:#x} {self.addr:#x} "
@@ -114,9 +124,18 @@ def ask(flavour: Flavour, addr: int, timeout_s: float = ANSWER_TIMEOUT_S) -> Ans
     write_atomic(request_path(d, req.id), asdict(req))
     deadline = time.monotonic() + timeout_s
     path = answer_path(d, req.id)
-    while time.monotonic() < deadline:
+    extended = False
+    while True:
         if path.exists():
             return Answer(**json.loads(path.read_text()))
+        if time.monotonic() > deadline:
+            try:  # withdraw it; if the relay took it already, its answer is coming
+                request_path(d, req.id).unlink()
+                break
+            except FileNotFoundError:
+                if extended:
+                    break
+                deadline, extended = deadline + timeout_s, True
         time.sleep(0.02)
     raise MceError(f"the host did not answer machine-check request {req.id} within "
                    f"{timeout_s:.0f} s (is the VM runner's relay running?)")

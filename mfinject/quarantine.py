@@ -19,6 +19,7 @@ is an error, never a silent risk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -73,21 +74,22 @@ def fence(mountpoint: str, badblocks: list[str], limit: int = 1 << 40) -> list[s
     kept: list[str] = []
     held: list[range] = []
     tried: list[str] = []
-    for i in range(limit // CHUNK):
-        if not uncovered(bad, held):
-            break
-        path = str(top / f"chunk{i:05d}")
-        if not _preallocate(path):
+    try:
+        for i in range(limit // CHUNK):
+            if not uncovered(bad, held):
+                break
+            path = str(top / f"chunk{i:05d}")
             tried.append(path)
-            break
-        ranges = file_byte_ranges(path)
-        if any(overlaps(r, b) for r in ranges for b in bad):
-            kept.append(path)
-            held += ranges
-        else:
-            tried.append(path)
-    for path in tried:
-        os.unlink(path)
+            if not _preallocate(path):
+                break
+            ranges = file_byte_ranges(path)
+            if any(overlaps(r, b) for r in ranges for b in bad):
+                kept.append(tried.pop())
+                held += ranges
+    finally:
+        for path in tried:  # the space of every chunk that holds nothing bad is given back
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     left = uncovered(bad, held)
     if left:
         raise QuarantineError(

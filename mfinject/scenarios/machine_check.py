@@ -22,7 +22,7 @@ import dataclasses
 from mfinject.observers.health import TAINT_MACHINE_CHECK
 from mfinject.observers.mflog import HWPOISON_FAULT, KernelMessage
 from mfinject.scenarios import Scenario
-from mfinject.scenarios.steps import Probe
+from mfinject.scenarios.steps import FileIO, Probe
 from mfinject.scenarios.access import CORRUPT_PFN_LATE_ONLY
 from mfinject.scenarios.fileio import CORRUPT_PFN_FILE_IO
 from mfinject.scenarios.first import CORRUPT_PFN
@@ -37,19 +37,26 @@ MCE_LOGGED = KernelMessage(
 
 
 def from_corrupt_pfn(s: Scenario) -> Scenario:
-    """``s`` with the poison raised as a machine check: mce-<rest of its name>."""
+    """``s`` with the poison raised as a machine check: mce-<rest of its name>.
+
+    It may log what the machine check logs, and taints the kernel M; a fault
+    on the bad range ("MCE: Killing ...") only where a step touches the page
+    again after the injection.
+    """
+    touches = any(isinstance(step, (Probe, FileIO)) for step in s.steps)
     name = "mce" + s.name.removeprefix("corrupt-pfn")
     title = s.title.replace("corrupt-pfn by I", "a machine check asked for by I", 1)
     if title == s.title:
         title = s.title.replace("corrupt-pfn", "a machine check", 1)
     return dataclasses.replace(s, name=name, title=title, injector=INJECTOR,
-                               kernel_messages=(*s.kernel_messages, MCE_LOGGED, HWPOISON_FAULT),
+                               kernel_messages=(*s.kernel_messages, MCE_LOGGED,
+                                                *([HWPOISON_FAULT] if touches else [])),
                                taint=TAINT_MACHINE_CHECK)
 
 
 MCE = from_corrupt_pfn(CORRUPT_PFN)
 MCE_LATE_ACCESS = dataclasses.replace(
-    MCE, name="mce-late-access",
+    MCE, name="mce-late-access", kernel_messages=(*MCE.kernel_messages, HWPOISON_FAULT),
     title="a machine check asked for by I while B (late) and C (early) map it; then B "
     "touches it", steps=(*MCE.steps, Probe()))
 MCE_LATE_ONLY = from_corrupt_pfn(CORRUPT_PFN_LATE_ONLY)

@@ -179,6 +179,8 @@ class _Play:
         self.inj_window = Timed(None)
         self.hw_before = 0
         self.mf_before: dict[str, int] = {}
+        # bad blocks already recorded (a machine check's outlive its test): not this test's
+        self.bad_before = frozenset(pmem.badblocks(namespace))
         self.trace: ftrace.Trace | None = None
         self.observed_after = False
         self.hung: str | None = None  # a call the kernel never returned from
@@ -650,7 +652,8 @@ def _observation(play: _Play, records: list[object], started: float) -> Observat
         participants=tuple(play.participant_obs(w, t0) for w in play.people.values()),
         dmesg=tuple(str(r) for r in records),
         hardware_corrupted_delta_kb=0 if hung else kernel.hardware_corrupted_kb() - play.hw_before,
-        badblocks=() if hung else tuple(pmem.badblocks(play.namespace)),
+        badblocks=() if hung else tuple(b for b in pmem.badblocks(play.namespace)
+                                        if b not in play.bad_before),
         duration_s=round(time.monotonic() - started, 3),
         path_observed=trace.path if trace else "not traced",
         trace_calls=() if hung or not trace else tuple(trace.calls),

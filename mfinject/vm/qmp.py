@@ -43,6 +43,9 @@ class Qmp:
         except OSError as e:
             self._sock.close()
             raise QmpError(f"QMP socket {path}: {e}") from e
+        except BaseException:
+            self._sock.close()
+            raise
 
     def execute(self, command: str, **arguments: Any) -> Any:
         msg: dict[str, Any] = {"execute": command}

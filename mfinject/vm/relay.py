@@ -9,6 +9,7 @@ report. QEMU only affects the guest: no request can reach the host's memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -22,6 +23,7 @@ from mfinject.vm.qmp import Qmp, QmpError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+QMP_TIMEOUT_S = 5.0
 
 
 class Relay:
@@ -34,34 +36,49 @@ class Relay:
         self._qmp: Qmp | None = None
 
     def start(self) -> Relay:
+        # a request left by an earlier boot (its guest crashed or gave up) is never served
+        for path in self.directory.glob("request-*.json"):
+            with contextlib.suppress(OSError):
+                path.rename(path.with_suffix(".stale"))
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.ident is not None:
-            self._thread.join(timeout=5)
+            # a request being served ends within the QMP timeout
+            self._thread.join(timeout=QMP_TIMEOUT_S + 5)
         if self._qmp is not None:
             self._qmp.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             for path in sorted(self.directory.glob("request-*.json")):
-                self._serve(path)
+                try:
+                    self._serve(path)
+                except Exception:  # noqa: BLE001 - one bad request must not end the relay
+                    log.exception("machine-check request %s", path)
+                    with contextlib.suppress(OSError):
+                        path.rename(path.with_suffix(".bad"))
             time.sleep(POLL_S)
 
     def _serve(self, path: Path) -> None:
+        taken = path.with_suffix(".taken")
         try:
-            req = mce.Request(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as e:
-            log.warning("unreadable machine-check request %s: %s", path, e)
-            path.rename(path.with_suffix(".bad"))
+            path.rename(taken)  # claimed: a guest that gave up can no longer withdraw it
+        except FileNotFoundError:
+            return  # withdrawn by its guest at its timeout
+        try:
+            req = mce.Request.parse(json.loads(taken.read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            log.warning("unreadable machine-check request %s: %s", taken, e)
+            taken.rename(taken.with_suffix(".bad"))
             return
         answer = self.answer(req)
         mce.write_atomic(mce.answer_path(self.directory, req.id), asdict(answer))
         with (self.directory / "log.jsonl").open("a") as f:
             f.write(json.dumps({"t": time.time(), **asdict(answer)}) + "\n")
-        path.unlink()
+        taken.unlink()
 
     def answer(self, req: mce.Request) -> mce.Answer:
         if req.flavour not in mce.FLAVOURS:
@@ -69,9 +86,11 @@ class Relay:
         command = req.monitor_command()
         try:
             if self._qmp is None:
-                self._qmp = Qmp(self.socket_path)
+                self._qmp = Qmp(self.socket_path, QMP_TIMEOUT_S)
             said = self._qmp.hmp(command).strip()
-        except (QmpError, OSError) as e:
+        except (QmpError, OSError, ValueError) as e:
+            if self._qmp is not None:
+                self._qmp.close()
             self._qmp = None
             return mce.Answer(req.id, False, error=str(e), command=command)
         # the monitor prints nothing when it took the command

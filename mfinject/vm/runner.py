@@ -614,7 +614,8 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
         exit_file.unlink()
     suffix = "" if attempt == 0 else f"-{attempt}"
     console_name = f"console{suffix}.log"
-    qmp_dir = Path(tempfile.mkdtemp(prefix="mfinject-qmp-"))  # a unix socket path is short
+    # a unix socket's path must be short (108 bytes): not under a long TMPDIR
+    qmp_dir = Path(tempfile.mkdtemp(prefix="mfinject-qmp-", dir="/tmp"))
     qmp = qmp_dir / "qmp"
     cmd = _boot_command(kernel, results_dir, suite, opts, accel, attempt, skip, image, qmp)
     (results_dir / f"vng-command{suffix}.txt").write_text(shlex.join(cmd) + "\n")
@@ -622,16 +623,19 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     progress.say(f"{what} {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "
                  f"logs in {results_dir}")
     relay = Relay(results_dir / "mce", qmp).start()
-    with (results_dir / console_name).open("wb") as console, \
-            subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                             env=vng_env(), start_new_session=True) as proc:
-        try:
-            why = _watch(proc, results_dir, exit_file, opts, progress, t0)
-        finally:
-            if proc.poll() is None:
-                _kill_group(proc)
-            relay.stop()
-            shutil.rmtree(qmp_dir, ignore_errors=True)
+    try:
+        with (results_dir / console_name).open("wb") as console, \
+                subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console,
+                                 stderr=subprocess.STDOUT, env=vng_env(),
+                                 start_new_session=True) as proc:
+            try:
+                why = _watch(proc, results_dir, exit_file, opts, progress, t0)
+            finally:
+                if proc.poll() is None:
+                    _kill_group(proc)
+    finally:
+        relay.stop()
+        shutil.rmtree(qmp_dir, ignore_errors=True)
     progress.poll()
     exit_code = int(exit_file.read_text()) if exit_file.exists() else None
     text = (results_dir / console_name).read_bytes().decode("utf-8", "replace")

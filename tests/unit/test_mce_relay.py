@@ -9,8 +9,10 @@ QEMU's own text (target/i386/helper.c do_inject_x86_mce()).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,39 @@ def test_outside_the_vm_the_injector_names_the_fix(monkeypatch) -> None:
     monkeypatch.delenv(mce.ENV_DIR, raising=False)
     with pytest.raises(mce.MceError, match="mfinject vm"):
         mce.relay_dir()
+
+
+def test_a_request_an_earlier_boot_left_is_never_served(tmp_path) -> None:
+    d = tmp_path / "mce"
+    d.mkdir()
+    mce.write_atomic(mce.request_path(d, "old"), {"id": "old", "flavour": "srao", "addr": 4096})
+    relay = Relay(d, tmp_path / "absent").start()
+    time.sleep(0.3)
+    relay.stop()
+    assert not mce.answer_path(d, "old").exists()
+    assert (d / "request-old.stale").exists()
+
+
+@pytest.mark.parametrize("data", [
+    {"id": "x", "flavour": "srao", "addr": "0x1000"},
+    {"id": "x", "flavour": "srar-unknown", "addr": 4096},
+    {"id": "x", "flavour": "srao", "addr": 4097},
+    {"flavour": "srao", "addr": 4096},
+])
+def test_a_malformed_request_is_refused_and_the_relay_lives_on(tmp_path, data) -> None:
+    seen: list[str] = []
+    _qemu(tmp_path / "qmp", "", seen)
+    d = tmp_path / "mce"
+    relay = Relay(d, tmp_path / "qmp").start()
+    try:
+        mce.write_atomic(d / "request-x.json", data)
+        time.sleep(0.3)
+        os.environ[mce.ENV_DIR] = str(d)
+        try:
+            answer = mce.ask(mce.SRAO, 0x3000, timeout_s=10)
+        finally:
+            del os.environ[mce.ENV_DIR]
+    finally:
+        relay.stop()
+    assert answer.ok
+    assert (d / "request-x.bad").exists()
