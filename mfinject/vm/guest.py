@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                        "the emulated NVDIMM did not come up\n")
         # only this plugin, named: pytest then rewrites the asserts of mfinject.plugin
         # alone, not of every module of the distribution (mfinject.vm.shares)
-        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "-p", "mfinject.plugin",
-               "-p", "no:cacheprovider",
+        # (the flag, not PYTEST_DISABLE_PLUGIN_AUTOLOAD: a test's own pytest subprocess
+        # would inherit that, and lose the plugin)
+        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "--disable-plugin-autoload",
+               "-p", "mfinject.plugin", "-p", "no:cacheprovider",
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ),
@@ -119,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                    MFINJECT_PROGRESS=str(progress))
         if (args.results / "mce").is_dir():  # the host's machine-check relay (mfinject.mce)
             env[mce.ENV_DIR] = str(args.results / "mce")
-        if not args.command:
-            env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         if args.command:
             env.update(MFINJECT_RESULTS=str(args.results), PYTEST_ADDOPTS=shlex.join(
                 ["-v", "-p", "no:cacheprovider", "--color=no", *args.pytest_args]))
