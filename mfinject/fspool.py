@@ -67,8 +67,6 @@ class FsPool:
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
     resets: int = 0  # namespace resets this session
-    # the VM's emulated bus only: drop bad ranges by rebinding it (pmem.rebind_bus)
-    may_rebind_bus: bool = False
     fenced: list[str] = field(default_factory=list)  # files holding bad sectors (quarantine)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -111,10 +109,7 @@ class FsPool:
         return self.resets == 0 or bool(ledger.poisoned())
 
     def _reset(self) -> None:
-        if self.may_rebind_bus and pmem.badblocks(self.namespace):
-            self.namespace = pmem.rebind_bus(self.namespace)  # a machine check's bad range
-        else:
-            self.namespace = pmem.reset(self.namespace)
+        self.namespace = pmem.reset(self.namespace)
         self.resets += 1
 
     def why_not_keep(self) -> str | None:

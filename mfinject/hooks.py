@@ -9,6 +9,7 @@ table at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import Counter
@@ -125,15 +126,45 @@ def shard_of(items: list[T], part: int, parts: int) -> list[T]:
 
 def by_fs_kind(items: list[pytest.Item], kinds: list[str]) -> list[pytest.Item]:
     """Tests on no filesystem first, then each kind's in the kinds' order, then the
-    tests that choose their filesystem themselves; otherwise as collected."""
+    tests that choose their filesystem themselves, then the machine-check tests by
+    kind (their bad ranges outlive them: see wants_fresh_boot); otherwise as collected."""
     def key(item: pytest.Item) -> tuple[int, int]:
         name = fs_of(item)
         if name == "-":
             return (0, 0)
         if chooses_fs(item) or name not in kinds:
             return (2, 0)
-        return (1, kinds.index(name))
+        return (3 if machine_checks(item) else 1, kinds.index(name))
     return sorted(items, key=key)
+
+
+def machine_checks(item: pytest.Item) -> bool:
+    from mfinject.scenarios.machine_check import SCENARIOS
+    return subject_of(item) in {s.name for s in SCENARIOS}
+
+
+FRESH_BOOT = "fresh-boot.json"  # in the results directory: the guest asks for a new VM
+FRESH_BOOT_KEY = pytest.StashKey[str]()
+
+
+def wants_fresh_boot(item: pytest.Item, nextitem: pytest.Item | None) -> str | None:
+    """Why the next test must run in a new VM, if it must.
+
+    A machine check leaves a bad range on QEMU's NVDIMM bus that nothing in
+    the guest can clear (the emulated bus has no Clear Uncorrectable Error),
+    and the kernel keeps the page out of its direct map (set_mce_nospec()):
+    a later test's filesystem could hold that sector as metadata (mkfs and
+    the fs then fail with EIO), and rebinding the bus to forget the range
+    made the next write through the direct map oops (6.1, pmem_do_write()).
+    Machine-check tests of one kind share a filesystem that fences the bad
+    sectors off (mfinject.quarantine); anything else gets a new boot.
+    """
+    if nextitem is None or not machine_checks(item):
+        return None
+    if machine_checks(nextitem) and fs_of(nextitem) == fs_of(item):
+        return None
+    return (f"{item.nodeid} left a machine check's bad range, which only a new boot clears "
+            "(QEMU's NVDIMM cannot clear errors)")
 
 
 def _check_device(session: pytest.Session) -> None:
@@ -213,6 +244,7 @@ def kernel_hung(item: pytest.Item, why: str) -> None:
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     why = item.stash.get(KERNEL_HUNG_KEY, None)
     if why is None:
+        _ask_for_fresh_boot(item)
         return
     rec = recorder(item.config)
     rec.finish(item, note=f"teardown: not run, a task is hung in the kernel ({why})")
@@ -226,9 +258,32 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     os._exit(HUNG_EXIT)
 
 
+def _ask_for_fresh_boot(item: pytest.Item) -> None:
+    """In the VM, stop the session after this test when the next needs a new boot."""
+    results = settings(item.config).results_dir
+    why = wants_fresh_boot(item, item.stash.get(NEXT_ITEM_KEY, None))
+    if why is None or results is None or not truthy(os.environ.get("MFINJECT_IN_VM")):
+        return
+    item.config.stash[FRESH_BOOT_KEY] = why
+    item.session.shouldstop = why
+    _progress(f"asking for a fresh VM: {why}")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The all-skipped rule, then a row for every test without one, and results.json."""
+    """The all-skipped rule, then a row for every test without one, and results.json.
+
+    A session stopped for a fresh VM leaves its unstarted tests to that VM,
+    and tells the runner (FRESH_BOOT) whether any of its own failed.
+    """
     rec = recorder(session.config)
+    why = session.config.stash.get(FRESH_BOOT_KEY, None)
+    results = settings(session.config).results_dir
+    if why is not None and results is not None:
+        rec.postpone_unstarted()
+        (results / FRESH_BOOT).write_text(json.dumps(
+            {"reason": why, "failed": session.testsfailed}))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED if session.testsfailed \
+            else pytest.ExitCode.OK
     line = nothing_ran(rec.rows())
     if line is not None:
         _progress(line)

@@ -244,41 +244,6 @@ def reset(ns: Namespace) -> Namespace:
     return lookup(ns.name)
 
 
-def nfit_device(ns: Namespace) -> Path | None:
-    """The ACPI NFIT device (ACPI0012:NN) whose NVDIMM bus holds the namespace, if any."""
-    node = Path(f"/sys/bus/nd/devices/{ns.name}").resolve()
-    return next((d for d in node.parents if d.name.startswith("ACPI0012:")), None)
-
-
-def rebind_bus(ns: Namespace) -> Namespace:
-    """Unbind and bind the namespace's NFIT driver: the bus's bad ranges are forgotten.
-
-    A machine check's bad range stays on the NVDIMM bus (nvdimm_bus_add_badrange())
-    until a Clear Uncorrectable Error removes it, which QEMU's emulated NVDIMM does
-    not offer; every enable of the namespace copies it into the pmem device's
-    badblocks again. Unregistering the bus frees its list (nvdimm_bus_release()
-    -> badrange_free() ... ), and a new one starts empty where no ARS reports
-    errors (QEMU implements none). Every namespace of that bus goes away
-    meanwhile: only for the VM's emulated bus, never a pmem owner's. Like
-    :func:`reset`, it leaves every page fresh.
-    """
-    dev = nfit_device(ns)
-    if dev is None or not (dev / "driver").exists():
-        raise PmemError(f"{ns.name} hangs off no bound ACPI NFIT device: its bad ranges "
-                        "cannot be dropped by rebinding the bus")
-    driver = (dev / "driver").resolve()
-    waiter = BlockdevWaiter()
-    try:
-        (driver / "unbind").write_text(dev.name)
-        ledger.forget()
-        (driver / "bind").write_text(dev.name)
-        if ns.blockdev:
-            waiter.wait_add(ns.blockdev)
-    finally:
-        waiter.close()
-    return ensure_fsdax(lookup(ns.name), may_reconfigure=True)
-
-
 def badblocks(ns: Namespace) -> list[str]:
     path = Path(f"/sys/block/{ns.blockdev}/badblocks")
     if not path.exists():

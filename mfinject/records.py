@@ -273,6 +273,10 @@ class Recorder:
         assert test.row is not None
         return test.row
 
+    def postpone_unstarted(self) -> None:
+        """Forget the tests that never began: a fresh VM runs them (no row here)."""
+        self._tests = {k: t for k, t in self._tests.items() if t.final or t.row is not None}
+
     def end(self, exit_status: int, why: str = "") -> None:
         """The session ends: a row for every test still open, then results.json."""
         open_tests = [t for t in self._tests.values() if not t.final]

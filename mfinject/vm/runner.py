@@ -30,6 +30,7 @@ from mfinject import hosttools
 from mfinject.errors import MfinjectError
 from mfinject.vm import outcomes, shares
 from mfinject.vm.outcomes import CrashAttempt
+from mfinject.hooks import FRESH_BOOT
 from mfinject.vm.relay import Relay
 from mfinject.vm.kernels import Kernel, cache_dir, config_path
 
@@ -446,6 +447,9 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
         if outcome.kernel_started and choice.accel == "tcg":
             remember_kvm_failure(kernel, choice)
         exit_code = outcome.exit_code
+        if exit_code is not None and not STOP.is_set() and _fresh_boot_wanted(
+                results_dir, state, progress):
+            continue
         if exit_code is not None or STOP.is_set():
             break
         if not _after_crash(outcome, attempt, state, results_dir, opts, progress,
@@ -454,6 +458,8 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
         timed_out = timed_out or outcome.why.startswith("watchdog")
     with contextlib.suppress(FileNotFoundError):
         (results_dir / "nvdimm.img").unlink()
+    if exit_code in (0, 5) and state.planned_failed:
+        exit_code = 1  # an earlier boot's failures (the last one's status alone hid them)
     elapsed = time.monotonic() - t0
     progress.say(f"done in {elapsed:.0f} s, guest pytest exit {exit_code}"
                  + (" (interrupted)" if STOP.is_set() else ""))
@@ -471,6 +477,25 @@ class _Boots:
     deaths: list[CrashAttempt] = field(default_factory=list)
     skip: set[str] = field(default_factory=set)  # done, or crashed for good
     boot_failures: int = 0
+    planned: int = 0  # new boots the guest asked for (FRESH_BOOT)
+    planned_failed: bool = False  # a test failed in a boot that ended so
+
+
+def _fresh_boot_wanted(results_dir: Path, state: _Boots, progress: Progress) -> bool:
+    """The guest ended its session for a new VM (mfinject.hooks.wants_fresh_boot): book
+    the tests it ran and say whether to boot again. Not a crash: nothing is retried."""
+    marker = results_dir / FRESH_BOOT
+    if not marker.exists():
+        return False
+    wanted = json.loads(marker.read_text())
+    marker.unlink()
+    log = results_dir / "progress.log"
+    done, _ = parse_progress(log.read_text() if log.exists() else "")
+    state.skip |= done
+    state.planned += 1
+    state.planned_failed |= bool(wanted.get("failed"))
+    progress.say(f"a fresh VM, as the guest asked: {wanted.get('reason')}")
+    return True
 
 
 def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir: Path,
