@@ -11,8 +11,9 @@ where the test would judge the kernel on a page that was bad before it
 began.
 
 So each new filesystem on a namespace with bad blocks first fills its free
-space with preallocated chunk files (fallocate: unwritten extents, nothing
-written), keeps the chunks that hold a bad sector and deletes the others.
+space with preallocated chunk files in its root, as a test's files are
+(fallocate: unwritten extents, nothing written), keeps the chunks that hold
+a bad sector and deletes the others.
 FIEMAP tells which chunk holds what. A bad sector that no chunk could cover
 is an error, never a silent risk.
 """
@@ -27,7 +28,10 @@ from pathlib import Path
 from mfinject import fs
 from mfinject.errors import MfinjectError
 
-DIRNAME = ".mfinject-bad-blocks"
+# in the filesystem's root, beside the tests' files: a subdirectory would be
+# placed elsewhere (XFS puts a new directory in another allocation group, and
+# its files' blocks with it), far from the blocks a test's file is given
+PREFIX = ".mfinject-bad-blocks-"
 CHUNK = 4 << 20
 SECTOR = 512
 
@@ -69,8 +73,7 @@ def fence(mountpoint: str, badblocks: list[str], limit: int = 1 << 40) -> list[s
     bad = bad_byte_ranges(badblocks)
     if not bad:
         return []
-    top = Path(mountpoint) / DIRNAME
-    top.mkdir(exist_ok=True)
+    top = Path(mountpoint)
     kept: list[str] = []
     held: list[range] = []
     tried: list[str] = []
@@ -78,7 +81,7 @@ def fence(mountpoint: str, badblocks: list[str], limit: int = 1 << 40) -> list[s
         for i in range(limit // CHUNK):
             if not uncovered(bad, held):
                 break
-            path = str(top / f"chunk{i:05d}")
+            path = str(top / f"{PREFIX}{i:05d}")
             tried.append(path)
             if not _preallocate(path):
                 break

@@ -24,7 +24,7 @@ def test_a_bad_sector_half_inside_a_chunk_is_still_uncovered() -> None:
 
 def test_nothing_bad_nothing_fenced(tmp_path) -> None:
     assert quarantine.fence(str(tmp_path), []) == []
-    assert not (tmp_path / quarantine.DIRNAME).exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bad_sector_no_chunk_can_hold_is_an_error_and_the_chunks_are_gone(tmp_path) -> None:
@@ -32,7 +32,7 @@ def test_a_bad_sector_no_chunk_can_hold_is_an_error_and_the_chunks_are_gone(tmp_
     far = (1 << 50) // 512
     with pytest.raises(QuarantineError, match=f"bad sectors {far}\\+1"):
         quarantine.fence(str(tmp_path), [f"{far} 1"], limit=3 * quarantine.CHUNK)
-    assert list((tmp_path / quarantine.DIRNAME).iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_chunk_holding_a_bad_sector_is_kept(tmp_path) -> None:
@@ -47,4 +47,4 @@ def test_the_chunk_holding_a_bad_sector_is_kept(tmp_path) -> None:
     assert len(kept) == 1
     assert any(bad_sector * 512 in r for r in quarantine.file_byte_ranges(kept[0]))
     # the chunks that held nothing bad were given back
-    assert sorted(str(p) for p in (tmp_path / quarantine.DIRNAME).iterdir()) == kept
+    assert sorted(str(p) for p in tmp_path.glob(quarantine.PREFIX + "*")) == kept
