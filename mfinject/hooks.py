@@ -127,7 +127,7 @@ def shard_of(items: list[T], part: int, parts: int) -> list[T]:
 def by_fs_kind(items: list[pytest.Item], kinds: list[str]) -> list[pytest.Item]:
     """Tests on no filesystem first, then each kind's in the kinds' order, then the
     tests that choose their filesystem themselves, then the machine-check tests by
-    kind (their bad ranges outlive them: see wants_fresh_boot); otherwise as collected."""
+    kind (their bad ranges outlive them: see request_fresh_boot); otherwise as collected."""
     def key(item: pytest.Item) -> tuple[int, int]:
         name = fs_of(item)
         if name == "-":
@@ -147,24 +147,25 @@ FRESH_BOOT = "fresh-boot.json"  # in the results directory: the guest asks for a
 FRESH_BOOT_KEY = pytest.StashKey[str]()
 
 
-def wants_fresh_boot(item: pytest.Item, nextitem: pytest.Item | None) -> str | None:
-    """Why the next test must run in a new VM, if it must.
+def request_fresh_boot(item: pytest.Item, why: str) -> bool:
+    """In the VM, end the session after this test so that the next one runs in a new VM
+    (the runner boots again for the tests left; mfinject.vm.runner). Whether it was asked.
 
-    A machine check leaves a bad range on QEMU's NVDIMM bus that nothing in
-    the guest can clear (the emulated bus has no Clear Uncorrectable Error),
-    and the kernel keeps the page out of its direct map (set_mce_nospec()):
-    a later test's filesystem could hold that sector as metadata (mkfs and
-    the fs then fail with EIO), and rebinding the bus to forget the range
+    For bad blocks that nothing in the guest can clear: a machine check leaves
+    a bad range on QEMU's NVDIMM bus (the emulated bus has no Clear
+    Uncorrectable Error), and the kernel keeps the page out of its direct map
+    (set_mce_nospec()). A new filesystem on it may put metadata there (mkfs
+    and the fs then fail with EIO), and rebinding the bus to forget the range
     made the next write through the direct map oops (6.1, pmem_do_write()).
-    Machine-check tests of one kind share a filesystem that fences the bad
-    sectors off (mfinject.quarantine); anything else gets a new boot.
     """
-    if nextitem is None or not machine_checks(item):
-        return None
-    if machine_checks(nextitem) and fs_of(nextitem) == fs_of(item):
-        return None
-    return (f"{item.nodeid} left a machine check's bad range, which only a new boot clears "
-            "(QEMU's NVDIMM cannot clear errors)")
+    results = settings(item.config).results_dir
+    if item.stash.get(NEXT_ITEM_KEY, None) is None or results is None \
+            or not truthy(os.environ.get("MFINJECT_IN_VM")):
+        return False
+    item.config.stash[FRESH_BOOT_KEY] = why
+    item.session.shouldstop = why
+    _progress(f"asking for a fresh VM: {why}")
+    return True
 
 
 def _check_device(session: pytest.Session) -> None:
@@ -244,7 +245,6 @@ def kernel_hung(item: pytest.Item, why: str) -> None:
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     why = item.stash.get(KERNEL_HUNG_KEY, None)
     if why is None:
-        _ask_for_fresh_boot(item)
         return
     rec = recorder(item.config)
     rec.finish(item, note=f"teardown: not run, a task is hung in the kernel ({why})")
@@ -256,17 +256,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     os._exit(HUNG_EXIT)
-
-
-def _ask_for_fresh_boot(item: pytest.Item) -> None:
-    """In the VM, stop the session after this test when the next needs a new boot."""
-    results = settings(item.config).results_dir
-    why = wants_fresh_boot(item, item.stash.get(NEXT_ITEM_KEY, None))
-    if why is None or results is None or not truthy(os.environ.get("MFINJECT_IN_VM")):
-        return
-    item.config.stash[FRESH_BOOT_KEY] = why
-    item.session.shouldstop = why
-    _progress(f"asking for a fresh VM: {why}")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
