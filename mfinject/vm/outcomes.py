@@ -72,7 +72,7 @@ class KnownCrash:
 
 _SHARED = frozenset({"corrupt-pfn-reflink", "corrupt-pfn-shared", "madvise-shared",
                      "corrupt-pfn-shared-fault", "corrupt-pfn-shared-unshare",
-                     "corrupt-pfn-shared-pmd", "race-reflink"})
+                     "corrupt-pfn-shared-pmd", "race-reflink", "mce-shared"})
 
 KNOWN_CRASHES: tuple[KnownCrash, ...] = (
     KnownCrash(
@@ -82,8 +82,10 @@ KNOWN_CRASHES: tuple[KnownCrash, ...] = (
         "mkfs.xfs makes it: reflink=1, rmapbt=0) oopses: from v6.2 a shared page's "
         "page->mapping is PAGE_MAPPING_DAX_SHARED ((void *)0x1), and dax_lock_folio() "
         "passes it to dax_mapping(), which reads mapping->host at address 0x1 (RIP "
-        "dax_lock_folio, under memory_failure() from hwpoison_inject or madvise). The "
-        "injecting task dies with mf_mutex held. Seen on 6.12.118; 7.3 (after 'fs/dax: "
+        "dax_lock_folio, under memory_failure() from hwpoison_inject or madvise, and, as "
+        "for a real media error, from a machine check: kworker mce_gen_pool_process -> "
+        "uc_decode_notifier -> memory_failure, mce-shared). The task dies with mf_mutex "
+        "held. Seen on 6.12.118; 7.3 (after 'fs/dax: "
         "Remove PAGE_MAPPING_DAX_SHARED mapping flag', v6.15) does not oops",
         Source("commit 16900426586d", "fsdax: introduce page->share for fsdax in reflink mode",
                "v6.2"),
