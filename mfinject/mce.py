@@ -48,6 +48,14 @@ class MceError(MfinjectError):
     pass
 
 
+_raised = False  # a machine check was raised in this process (bad ranges nothing clears)
+
+
+def raised_any() -> bool:
+    """Whether this session raised a machine check: its bad range outlives any reset."""
+    return _raised
+
+
 @dataclass(frozen=True)
 class Flavour:
     """The register values of one kind of machine check."""
@@ -125,9 +133,12 @@ def ask(flavour: Flavour, addr: int, timeout_s: float = ANSWER_TIMEOUT_S) -> Ans
     deadline = time.monotonic() + timeout_s
     path = answer_path(d, req.id)
     extended = False
+    global _raised
     while True:
         if path.exists():
-            return Answer(**json.loads(path.read_text()))
+            answer = Answer(**json.loads(path.read_text()))
+            _raised = _raised or answer.ok
+            return answer
         if time.monotonic() > deadline:
             try:  # withdraw it; if the relay took it already, its answer is coming
                 request_path(d, req.id).unlink()
