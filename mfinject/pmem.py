@@ -8,13 +8,16 @@ the suite injects into must lie inside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import stat
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,14 +237,42 @@ def reset(ns: Namespace) -> Namespace:
     """
     waiter = BlockdevWaiter()
     try:
-        ndctl("disable-namespace", ns.name)
+        with _slow("ndctl disable-namespace"):
+            ndctl("disable-namespace", ns.name)
         ledger.forget()
-        ndctl("enable-namespace", ns.name)
+        with _slow("ndctl enable-namespace"):
+            ndctl("enable-namespace", ns.name)
         if ns.blockdev:
             waiter.wait_add(ns.blockdev)
     finally:
         waiter.close()
     return lookup(ns.name)
+
+
+SLOW_STEP_S = 5.0
+
+
+@contextlib.contextmanager
+def _slow(what: str) -> Iterator[None]:
+    """Say when a namespace step takes long; in the VM, dump the blocked tasks then
+    (sysrq w: their stacks go to the kernel log, and so to the test's dmesg), so
+    a wait the kernel makes us do is seen where it waits."""
+    def late() -> None:
+        log.warning("%s still running after %.0f s", what, SLOW_STEP_S)
+        if os.environ.get("MFINJECT_IN_VM") == "1":
+            with contextlib.suppress(OSError):
+                Path("/proc/sysrq-trigger").write_text("w")
+    timer = threading.Timer(SLOW_STEP_S, late)
+    timer.daemon = True
+    start = time.monotonic()
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        took = time.monotonic() - start
+        if took > SLOW_STEP_S:
+            log.warning("%s took %.1f s", what, took)
 
 
 def badblocks(ns: Namespace) -> list[str]:
