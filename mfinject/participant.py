@@ -287,13 +287,13 @@ class _Child:
         finally:
             os.close(fd)
 
-    def op_odirect_into(self, device: str, addr: int, length: int) -> int:
-        """An O_DIRECT read from ``device`` into our mapping at ``addr``: the
-        block layer pins the destination pages until the read completes."""
+    def op_odirect_into(self, device: str, addr: int, length: int, offset: int = 0) -> int:
+        """An O_DIRECT read from ``device`` at ``offset`` into our mapping at ``addr``:
+        the block layer pins the destination pages until the read completes."""
         fd = os.open(device, os.O_RDONLY | os.O_DIRECT)
         try:
             buf = (ctypes.c_char * length).from_address(addr)
-            return os.preadv(fd, [memoryview(buf).cast("B")], 0)
+            return os.preadv(fd, [memoryview(buf).cast("B")], offset)
         finally:
             os.close(fd)
 

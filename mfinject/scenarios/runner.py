@@ -429,7 +429,7 @@ class _Play:
         who.p.call("start_on_thread", thread=1, do="after", args={
             "seconds": 0, "do": "odirect_into",
             "args": {"device": self.pin_device, "addr": self.poison_addr(who),
-                     "length": PAGE_SIZE}})
+                     "length": PAGE_SIZE, "offset": pin.DELAYED_OFFSET}})
         self.pins.append(who)
         time.sleep(PIN_SETTLE_S)
         return "O_DIRECT read started"
