@@ -67,7 +67,6 @@ class FsPool:
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
     resets: int = 0  # namespace resets this session
-    fenced: list[str] = field(default_factory=list)  # files holding bad sectors (quarantine)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def acquire(self, kind: fs.FsKind) -> fs.Mount:
@@ -80,7 +79,7 @@ class FsPool:
             self._reset()
         mount = self._stack.enter_context(fs.mounted(kind, self.namespace.devpath))
         try:
-            self.fenced = quarantine.fence(mount.mountpoint, pmem.badblocks(self.namespace))
+            quarantine.fence(mount.mountpoint, pmem.badblocks(self.namespace))
         except BaseException:
             self.release()  # never kept unfenced
             raise

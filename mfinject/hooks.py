@@ -147,9 +147,9 @@ FRESH_BOOT = "fresh-boot.json"  # in the results directory: the guest asks for a
 FRESH_BOOT_KEY = pytest.StashKey[str]()
 
 
-def request_fresh_boot(item: pytest.Item, why: str) -> bool:
+def request_fresh_boot(item: pytest.Item, why: str) -> None:
     """In the VM, end the session after this test so that the next one runs in a new VM
-    (the runner boots again for the tests left; mfinject.vm.runner). Whether it was asked.
+    (the runner boots again for the tests left; mfinject.vm.runner).
 
     For bad blocks that nothing in the guest can clear: a machine check leaves
     a bad range on QEMU's NVDIMM bus (the emulated bus has no Clear
@@ -161,11 +161,10 @@ def request_fresh_boot(item: pytest.Item, why: str) -> bool:
     results = settings(item.config).results_dir
     if item.stash.get(NEXT_ITEM_KEY, None) is None or results is None \
             or not truthy(os.environ.get("MFINJECT_IN_VM")):
-        return False
+        return
     item.config.stash[FRESH_BOOT_KEY] = why
     item.session.shouldstop = why
     _progress(f"asking for a fresh VM: {why}")
-    return True
 
 
 def _check_device(session: pytest.Session) -> None:

@@ -21,6 +21,7 @@ from mfinject.errors import MfinjectError
 from mfinject.observers.kmsg import KmsgCapture
 from mfinject.participant import Participant, Reply, reply_text
 from mfinject.pmem import Namespace, PmemError, badblocks, data_start
+from mfinject.quarantine import bad_byte_ranges
 from mfinject.syscalls import PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -204,17 +205,15 @@ class MceInjector:
         return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
                          hung=hung)
 
-
     def _wait_for_bad_range(self, pfn: int) -> None:
-        sector = (pfn * PAGE_SIZE - data_start(self.namespace)) // 512
+        offset = pfn * PAGE_SIZE - data_start(self.namespace)  # in the pmem device
         deadline = time.monotonic() + self.BADBLOCK_WAIT_S
         while time.monotonic() < deadline:
-            if any(int(first) <= sector < int(first) + int(n)
-                   for first, n in (line.split()[:2] for line in badblocks(self.namespace))):
+            if any(offset in r for r in bad_byte_ranges(badblocks(self.namespace))):
                 return
             time.sleep(0.05)
-        log.warning("pfn %#x: no bad block at sector %d within %.0f s of the machine check",
-                    pfn, sector, self.BADBLOCK_WAIT_S)
+        log.warning("pfn %#x: no bad block at device offset %#x within %.0f s of the machine "
+                    "check", pfn, offset, self.BADBLOCK_WAIT_S)
 
 
 def memory_failure_done(texts: list[str], pfn: int) -> bool:

@@ -127,13 +127,13 @@ def relay_dir() -> Path:
 
 def ask(flavour: Flavour, addr: int, timeout_s: float = ANSWER_TIMEOUT_S) -> Answer:
     """Ask the host to raise ``flavour`` at ``addr``; its answer, or MceError at the timeout."""
+    global _raised
     d = relay_dir()
     req = Request(uuid.uuid4().hex[:12], flavour.name, addr)
     write_atomic(request_path(d, req.id), asdict(req))
     deadline = time.monotonic() + timeout_s
     path = answer_path(d, req.id)
     extended = False
-    global _raised
     while True:
         if path.exists():
             answer = Answer(**json.loads(path.read_text()))

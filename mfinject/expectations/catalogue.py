@@ -646,8 +646,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
 # which hwpoison_filter() and the accounting read). A twin that behaves
 # otherwise fails, and says so. The software-injection limits are not
 # inherited: under a machine check they are re-judged.
-_MCE_TWINS = {s.name.replace("mce", "corrupt-pfn", 1): s.name
-              for s in machine_check.SCENARIOS if s.name != machine_check.MCE_LATE_ACCESS.name}
+_MCE_TWINS = {s.name.replace("mce", "corrupt-pfn", 1): s.name for s in machine_check.SCENARIOS}
 # What the corrupt-pfn write returned (EBUSY where memory-failure refuses the
 # page) has no counterpart under a machine check, whose injection is QEMU's
 # answer: the refusal shows in the recovery action alone (seen on 7.3.4, the

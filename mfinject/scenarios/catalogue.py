@@ -1,5 +1,7 @@
 """Every scenario the suite runs, in report order."""
 
+from __future__ import annotations
+
 from mfinject.observers.mflog import KernelMessage
 from mfinject.scenarios import (
     access,
@@ -18,6 +20,7 @@ from mfinject.scenarios import (
     twice_mapped,
     unbind,
 )
+from mfinject.scenarios import Scenario
 
 SCENARIOS = (first.SCENARIOS + access.SCENARIOS + policy.SCENARIOS + locking.SCENARIOS
              + pmd.SCENARIOS + badblocks.SCENARIOS + threads.SCENARIOS + fileio.SCENARIOS
@@ -36,13 +39,16 @@ def kernel_messages(subject: str) -> tuple[KernelMessage, ...]:
     SEPARATE is played by test_<name> (mfinject.listing). A test that plays
     none of them poisons nothing, and may log nothing of memory-failure.
     """
-    for played in (*ALL, *races.RACES):
-        if subject in (played.name, "test_" + played.name.replace("-", "_")):
-            return played.kernel_messages
-    return ()
+    played = _played(subject)
+    return played.kernel_messages if played is not None else ()
+
+
+def _played(subject: str) -> Scenario | races.Race | None:
+    """The scenario or race the test named ``subject`` (or test_<name>) plays."""
+    return next((p for p in (*ALL, *races.RACES)
+                 if subject in (p.name, "test_" + p.name.replace("-", "_"))), None)
 
 
 def taint(subject: str) -> int:
     """The taint flags the test playing ``subject`` raises by design (Scenario.taint)."""
-    return next((s.taint for s in ALL
-                 if subject in (s.name, "test_" + s.name.replace("-", "_"))), 0)
+    return getattr(_played(subject), "taint", 0)  # a race taints nothing by design

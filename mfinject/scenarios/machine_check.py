@@ -55,10 +55,11 @@ def from_corrupt_pfn(s: Scenario) -> Scenario:
 
 
 MCE = from_corrupt_pfn(CORRUPT_PFN)
-MCE_LATE_ACCESS = dataclasses.replace(
-    MCE, name="mce-late-access", kernel_messages=(*MCE.kernel_messages, HWPOISON_FAULT),
-    title="a machine check asked for by I while B (late) and C (early) map it; then B "
-    "touches it", steps=(*MCE.steps, Probe()))
+# corrupt-pfn then a load by B: no corrupt-pfn scenario of its own (software
+# injection leaves no bad block for the load to meet), so no twin either
+MCE_LATE_ACCESS = from_corrupt_pfn(dataclasses.replace(
+    CORRUPT_PFN, name="corrupt-pfn-late-access",
+    title=CORRUPT_PFN.title + "; then B touches it", steps=(*CORRUPT_PFN.steps, Probe())))
 MCE_LATE_ONLY = from_corrupt_pfn(CORRUPT_PFN_LATE_ONLY)
 MCE_FILE_IO = from_corrupt_pfn(CORRUPT_PFN_FILE_IO)
 MCE_SHARED = from_corrupt_pfn(CORRUPT_PFN_SHARED)

@@ -481,12 +481,11 @@ class _Boots:
     deaths: list[CrashAttempt] = field(default_factory=list)
     skip: set[str] = field(default_factory=set)  # done, or crashed for good
     boot_failures: int = 0
-    planned: int = 0  # new boots the guest asked for (FRESH_BOOT)
     planned_failed: bool = False  # a test failed in a boot that ended so
 
 
 def _fresh_boot_wanted(results_dir: Path, state: _Boots, progress: Progress) -> bool:
-    """The guest ended its session for a new VM (mfinject.hooks.wants_fresh_boot): book
+    """The guest ended its session for a new VM (mfinject.hooks.request_fresh_boot): book
     the tests it ran and say whether to boot again. Not a crash: nothing is retried."""
     marker = results_dir / FRESH_BOOT
     if not marker.exists():
@@ -496,7 +495,6 @@ def _fresh_boot_wanted(results_dir: Path, state: _Boots, progress: Progress) -> 
     log = results_dir / "progress.log"
     done, _ = parse_progress(log.read_text() if log.exists() else "")
     state.skip |= done
-    state.planned += 1
     state.planned_failed |= bool(wanted.get("failed"))
     progress.say(f"a fresh VM, as the guest asked: {wanted.get('reason')}")
     return True

@@ -126,3 +126,19 @@ def test_a_malformed_request_is_refused_and_the_relay_lives_on(tmp_path, data) -
         relay.stop()
     assert answer.ok
     assert (d / "request-x.bad").exists()
+
+
+def test_a_machine_check_has_landed_only_when_memory_failure_spoke_of_its_own_pfn() -> None:
+    from mfinject.injectors import memory_failure_done
+    pfn = 0x109403
+    # what the kernel logged for another page, or before the result: not landed
+    assert not memory_failure_done([
+        "mce: [Hardware Error]: Machine check events logged",
+        "Memory failure: 0x1094030: recovery action for dax page: Recovered",
+        "Memory failure: 0x109404: recovery action for dax page: Recovered",
+        f"Memory failure: {pfn:#x}: Sending SIGBUS to python3:270 due to hardware memory "
+        "corruption",
+    ], pfn)
+    assert memory_failure_done(
+        [f"Memory failure: {pfn:#x}: recovery action for dax page: Failed"], pfn)
+    assert memory_failure_done([f"Memory failure: {pfn:#x}: already hardware poisoned"], pfn)
