@@ -237,6 +237,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernel(args: argparse.Namespace) -> int:
+    for spec in args.spec:
+        k = kernels.resolve(spec)
+        print(f"{spec}: {k.release} {k.vmlinuz}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mfinject", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -245,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     vm = sub.add_parser("vm", help="boot kernels with an emulated NVDIMM and run the suite")
     vm.add_argument("--kernel", action="append", metavar="SPEC",
-                    help=f"debian:VERSION ({', '.join(kernels.DEBIAN_KERNELS)}) or a path to a "
-                         f"vmlinuz; may repeat (default {kernels.DEFAULT_SPEC})")
+                    help=f"debian:VERSION ({', '.join(kernels.DEBIAN_KERNELS)}), "
+                         "debian-debug:VERSION (built here from Debian's source with lockdep, "
+                         "KASAN and DEBUG_VM, once) or a path to a vmlinuz; may repeat "
+                         f"(default {kernels.DEFAULT_SPEC})")
     vm.add_argument("--pmem", choices=("nfit", "memmap"), default="nfit",
                     help="emulated pmem: ACPI NFIT NVDIMM (default) or legacy memmap= e820")
     vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
@@ -293,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
                      help="compare two runs: newly failing, newly passing, changed observations")
     rep.set_defaults(func=cmd_report)
+    ker = sub.add_parser("kernel", help="fetch (or build, for debian-debug:) kernels into the "
+                         "cache without running anything, and print where they are")
+    ker.add_argument("spec", nargs="+", metavar="SPEC", help="as --kernel of mfinject vm")
+    ker.set_defaults(func=cmd_kernel)
     lst = sub.add_parser("list", help="the scenarios (participants, filesystems, injector, "
                          "kernels), or with --expectations every expectation and deviation")
     lst.add_argument("--expectations", action="store_true",

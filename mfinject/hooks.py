@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import pytest
 
-from mfinject import pmem
+from mfinject import kernel, pmem
 from mfinject.expectations.model import SKIPPED
 from mfinject.options import settings, truthy
 from mfinject.records import (FAILED_KEY, NEXT_ITEM_KEY, RECORDER_KEY, Recorder, ScenarioResult,
@@ -85,6 +85,10 @@ def pytest_report_header(config: pytest.Config) -> str:
     line = (f"mfinject: race seed {s.race_seed} ({s.race_iterations} iterations "
             "per race; reproduce with --mfinject-seed)")
     _progress(line)  # the host's progress display shows it too
+    debug = kernel.debug_state()
+    if debug:
+        _progress(f"mfinject: {debug}")
+        line += f"\nmfinject: {debug}"
     return line
 
 
@@ -277,6 +281,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _progress(line)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = NOTHING_RAN
+    debug = kernel.debug_state()
+    if debug:  # still live at the end: every test was checked for lock order
+        _progress(f"mfinject: at the end: {debug}")
     rec.end(int(session.exitstatus), why=_why_ended(session))
 
 

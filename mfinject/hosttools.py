@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 VM = "vm"  # the host side of `mfinject vm`: virtme-ng, QEMU, the kernel fetch
 GUEST = "guest"  # run by the fixtures and scenarios (in the VM, or on a pmem host)
+BUILD = "build"  # builds a debug kernel from Debian's source (--kernel debian-debug:X.Y)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,18 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("blkid", "util-linux", GUEST, "refuses a designated device that holds data"),
     HostTool("dmsetup", "dmsetup", GUEST, "creates the dm-delay device of the O_DIRECT pin"),
     HostTool("modprobe", "kmod", GUEST, "loads hwpoison_inject, dm_delay, loop"),
+    # --- the debug kernel's build (mfinject/vm/debugkernel.py; Documentation/process/changes.rst)
+    HostTool("make", "make", BUILD, "runs the kernel build"),
+    HostTool("gcc", "gcc", BUILD, "compiles the debug kernel"),
+    HostTool("flex", "flex", BUILD, "generates the Kconfig and dtc lexers"),
+    HostTool("bison", "bison", BUILD, "generates the Kconfig parser"),
+    HostTool("bc", "bc", BUILD, "computes kernel/time constants"),
+    HostTool("perl", "perl", BUILD, "runs the build's header scripts"),
+    HostTool("tar", "tar", BUILD, "unpacks Debian's kernel source"),
+    HostTool("xz", "xz-utils", BUILD, "unpacks linux-source-X.Y.tar.xz"),
+    HostTool("/usr/include/gelf.h", "libelf-dev", BUILD, "objtool and the ORC unwinder"),
+    HostTool("/usr/include/openssl/ssl.h", "libssl-dev", BUILD, "scripts/sign-file, "
+             "certs/extract-cert"),
     # virtme-init starts udevd when it finds it; pyudev waits on its events
     HostTool("/lib/systemd/systemd-udevd", "udev", GUEST, "announces the namespace's devices",
              alternatives=("/usr/lib/systemd/systemd-udevd", "udevadm")),
@@ -152,7 +165,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["packages"]:
         print("\n".join(packages()))
     elif sys.argv[1:] == ["check"]:
-        errs, info = preflight()
+        errs, info = preflight((VM, GUEST, BUILD))
         print("\n".join([*errs, *info]) or "all host tools present")
         sys.exit(2 if errs else 0)
     else:

@@ -216,6 +216,79 @@ class MceInjector:
                     "check", pfn, offset, self.BADBLOCK_WAIT_S)
 
 
+class MceConsumeInjector(MceInjector):
+    """An action-required machine check (SRAR), consumed by the injecting participant.
+
+    The participant (it must map the page) starts a thread that loads the
+    page for ever on the vCPU the check is raised on, in user mode; the host
+    raises the check only once it has seen that vCPU inside the loop
+    (mfinject.mce.caught()). The kernel then queues kill_me_maybe() on the
+    thread: memory_failure(pfn, MF_ACTION_REQUIRED | MF_MUST_KILL) runs on
+    its way back to user space, as after madvise(MADV_HWPOISON), minus
+    MF_SW_SIMULATED. The rest is MceInjector's: memory-failure's line, then
+    the bad range.
+    """
+
+    name = "mce-ar"
+    flavour = mce.SRAR
+    SPIN_START_S = 5.0
+    # the relay may stop the VM up to VICTIM_TRIES times before it finds the loop
+    ANSWER_TIMEOUT_S = 60.0
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        if vaddr is None or not isinstance(by, Participant):
+            raise InjectError("an action-required machine check is consumed by a load: the "
+                              "injecting participant must map the page, from its main thread")
+        check_pfn(self.namespace, pfn)
+        prep = by.request("spin_prepare")
+        if prep is None or not prep.ok:
+            return Injection(self.name, by.name, pfn, vaddr, prep)
+        thread = len(by.start_threads(1))
+        by.request("start_on_thread", thread=thread, do="spin_load",
+                   args={"addr": vaddr, "cpu": mce.MCE_CPU})
+        started = by.request("spin_started", timeout=self.SPIN_START_S)
+        if started is None or not started.ok:
+            return Injection(self.name, by.name, pfn, vaddr, started)
+        victim = mce.Victim(mce.MCE_CPU, prep.value["rip_lo"], prep.value["rip_hi"], vaddr)
+        log.info("%s: machine check %s at %#x (pfn %#x), consumed by its load loop on vCPU %d",
+                 by.name, self.flavour.name, pfn * PAGE_SIZE, pfn, mce.MCE_CPU)
+        ledger.note(pfn)
+        return self._raise(by, vaddr, pfn, victim)
+
+    def _raise(self, by: Participant, vaddr: int, pfn: int, victim: mce.Victim) -> Injection:
+        cap = KmsgCapture()
+        try:
+            answer = mce.ask(self.flavour, pfn * PAGE_SIZE, self.ANSWER_TIMEOUT_S, victim)
+            if not answer.ok:
+                return Injection(self.name, by.name, pfn, vaddr,
+                                 Reply(False, error=f"QEMU: {answer.error}"))
+            log.info("vCPU %d caught after %d look(s): %s", victim.cpu, answer.attempts,
+                     answer.registers)
+            ran = wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S, gone=by)
+            hung = None
+            if ran is None:
+                hung = (f"no memory-failure result for pfn {pfn:#x} within "
+                        f"{self.MF_TIMEOUT_S:.0f} s of the action-required machine check QEMU "
+                        "took in the victim's load, and the victim lives on (in the kernel)")
+            elif not ran:
+                log.info("pfn %#x: the victim died without memory_failure() (kill_me_now())", pfn)
+            if hung is None:
+                self._wait_for_bad_range(pfn)
+        except mce.MceError as e:
+            return Injection(self.name, by.name, pfn, vaddr, Reply(False, error=str(e)))
+        finally:
+            cap.close()
+        return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
+                         hung=hung)
+
+
+class MceConsumeNoRipvInjector(MceConsumeInjector):
+    """As MceConsumeInjector, with MCG_STATUS.RIPV clear (mce.SRAR_NORIPV)."""
+
+    name = "mce-ar-noripv"
+    flavour = mce.SRAR_NORIPV
+
+
 def memory_failure_done(texts: list[str], pfn: int) -> bool:
     """Whether memory-failure logged its result for ``pfn`` (mm/memory-failure.c action_result(),
     or its refusal of a page already poisoned)."""
@@ -223,16 +296,34 @@ def memory_failure_done(texts: list[str], pfn: int) -> bool:
     return any(done.search(t) for t in texts)
 
 
-def wait_for_memory_failure(cap: KmsgCapture, pfn: int, timeout_s: float) -> bool:
+GONE_GRACE_S = 1.0  # after the victim died, how long its memory-failure line may still take
+
+
+def wait_for_memory_failure(cap: KmsgCapture, pfn: int, timeout_s: float,
+                            gone: Participant | None = None) -> bool | None:
+    """True once memory-failure logged its result for ``pfn``; None at the timeout.
+
+    With ``gone``, False when that participant died and no result followed
+    within GONE_GRACE_S: the kernel killed it without calling memory_failure()
+    (an action-required check answered by kill_me_now()), which is not a hang.
+    """
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
+    died_at: float | None = None
     while time.monotonic() < deadline:
         seen += [r.text for r in cap.read()]
         if memory_failure_done(seen, pfn):
             return True
+        if gone is not None and died_at is None:
+            gone.tracer.pump()
+            if not gone.alive:
+                died_at = time.monotonic()
+        if died_at is not None and time.monotonic() - died_at > GONE_GRACE_S:
+            return False
         time.sleep(0.05)
-    return False
+    return None
 
 
 INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector, BadblocksInjector,
-                                 UnbindInjector, MceInjector)}
+                                 UnbindInjector, MceInjector, MceConsumeInjector,
+                                 MceConsumeNoRipvInjector)}

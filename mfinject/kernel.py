@@ -79,6 +79,32 @@ def missing_config(cfg: dict[str, str] | None) -> list[str]:
     return [opt for opt in REQUIRED_CONFIG if cfg.get(opt) not in ("y", "m")]
 
 
+DEBUG_OPTIONS = ("CONFIG_PROVE_RCU", "CONFIG_KASAN_GENERIC", "CONFIG_DEBUG_VM",
+                 "CONFIG_DEBUG_ATOMIC_SLEEP", "CONFIG_DEBUG_LIST")
+
+
+def debug_state(cfg: dict[str, str] | None = None,
+                lockdep_stats: str | None = None) -> str | None:
+    """What of a debug kernel is live now, in one line; None on a kernel without lockdep.
+
+    Lockdep turns itself off after its first report (debug_locks goes 0 in
+    /proc/lockdep_stats): the tests after it are not checked for lock order,
+    and this line says so.
+    """
+    if lockdep_stats is None:
+        try:
+            lockdep_stats = Path("/proc/lockdep_stats").read_text()
+        except OSError:
+            return None
+    cfg = config() if cfg is None else cfg
+    m = re.search(r"debug_locks:\s*(\d+)", lockdep_stats)
+    locks = m is not None and m[1] == "1"
+    state = "lockdep live" if locks else \
+        "lockdep OFF (debug_locks 0: an earlier report, or a limit, turned it off)"
+    on = [o.removeprefix("CONFIG_") for o in DEBUG_OPTIONS if (cfg or {}).get(o) == "y"]
+    return f"debug kernel: {state}; " + (", ".join(on) if on else "no other debug option")
+
+
 def _module_exists(name: str) -> bool:
     base = Path(f"/lib/modules/{release()}")
     return any(base.rglob(f"{name}.ko*")) if base.exists() else False

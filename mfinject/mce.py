@@ -22,6 +22,30 @@ them in arch/x86/kernel/cpu/mce/severity.c):
   out, and a second machine check on a vCPU with MCIP still set is what QEMU
   answers "Previous MCE still in progress, raising triple fault".
 
+An action-required one (SRAR) is what a load that consumes the poison
+raises, and the kernel's answer depends on where the CPU was: in user mode,
+severity.c grades it "Action required: data load error in a user process"
+and the #MC handler queues kill_me_maybe() on the interrupted task, which
+calls memory_failure(pfn, MF_ACTION_REQUIRED | MF_MUST_KILL) on its way back
+to user space; in kernel mode, without an exception-table fixup, it panics
+("Data load in unrecoverable area of kernel"). So it is raised only while
+the victim's load loop runs on that vCPU: the relay stops the VM, reads the
+vCPU's registers (``info registers``), and injects only when CPL is 3, RIP
+lies in the victim's loop and RDI holds the poisoned address; otherwise it
+lets the VM run a moment and looks again.
+
+- MCi_STATUS 0xbd80000000000134: VAL | UC | EN | MISCV | ADDRV | S | AR,
+  MCACOD 0x0134 (MCACOD_DATA, a data load).
+- MCG_STATUS 0x7: RIPV | EIPV | MCIP, what Intel hardware reports for a data
+  load consumed in user mode (a Skylake-SP's log: "MCG status:RIPV EIPV MCIP
+  LMCE ... STATUS bd80000000100134", linux-edac 2021-02-22), what mce-test's
+  srar_usr_dcu injects, and what QEMU's own kvm_mce_inject() gives a KVM
+  guest (QEMU commit cb48748af7df). kill_me_maybe() passes no MF_MUST_KILL.
+- The unrestartable variant (srar-noripv), MCG_STATUS 0x6, RIPV clear, as
+  older SDMs describe it: memory_failure(pfn, MF_ACTION_REQUIRED |
+  MF_MUST_KILL) from v6.5 (commit e40879b6d7d8); before it,
+  do_machine_check() queued kill_me_now(): SIGBUS without memory_failure().
+
 QEMU must present an Intel CPU (``-cpu max,vendor=GenuineIntel`` under TCG):
 its default under TCG is AuthenticAMD, whose errors the kernel grades by the
 AMD tables instead (severity.c mce_severity_amd()).
@@ -31,6 +55,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -68,7 +93,53 @@ class Flavour:
 
 SRAO = Flavour("srao", 0xBD000000000000C0, 0x5, 0x86,
                "uncorrected memory error found by the patrol scrubber, action optional")
-FLAVOURS = {f.name: f for f in (SRAO,)}
+SRAR = Flavour("srar", 0xBD80000000000134, 0x7, 0x86,
+               "uncorrected memory error consumed by a data load in user mode, action required")
+SRAR_NORIPV = Flavour("srar-noripv", 0xBD80000000000134, 0x6, 0x86,
+                      "as srar, the interrupted instruction not restartable (RIPV clear)")
+FLAVOURS = {f.name: f for f in (SRAO, SRAR, SRAR_NORIPV)}
+NEEDS_VICTIM = frozenset({SRAR.name, SRAR_NORIPV.name})
+
+
+@dataclass(frozen=True)
+class Victim:
+    """Where the consuming load must be when an action-required check is raised:
+    vCPU ``cpu`` in user mode, RIP in [rip_lo, rip_hi), RDI = ``rdi``."""
+    cpu: int
+    rip_lo: int
+    rip_hi: int
+    rdi: int
+
+    @classmethod
+    def parse(cls, data: object) -> Victim:
+        if not isinstance(data, dict) or set(data) != {"cpu", "rip_lo", "rip_hi", "rdi"} \
+                or any(type(v) is not int for v in data.values()):
+            raise TypeError(f"a victim is four ints (cpu, rip_lo, rip_hi, rdi): {data}")
+        v = cls(**data)
+        if v.cpu != MCE_CPU or not 0 < v.rip_lo < v.rip_hi:
+            raise ValueError(f"the victim must run on vCPU {MCE_CPU} in a non-empty loop: {data}")
+        return v
+
+
+_REG = re.compile(r"\b(RIP|RDI)=([0-9a-f]{16})\b")
+_CPL = re.compile(r"\bCPL=(\d)\b")
+
+
+def caught(registers: str, victim: Victim) -> tuple[bool, str]:
+    """Whether ``info registers`` shows the vCPU in the victim's load loop; and what it shows.
+
+    All three must hold: CPL 3 (user mode: a kernel-mode consumer panics),
+    RIP inside the loop (not some other user process on that CPU), RDI the
+    poisoned address (the loop's load operand).
+    """
+    regs = {k: int(v, 16) for k, v in _REG.findall(registers)}
+    cpl = _CPL.search(registers)
+    if "RIP" not in regs or "RDI" not in regs or cpl is None:
+        return False, f"no RIP, RDI and CPL in the monitor's answer: {registers[:200]!r}"
+    seen = f"CPL={cpl[1]} RIP={regs['RIP']:#x} RDI={regs['RDI']:#x}"
+    ok = cpl[1] == "3" and victim.rip_lo <= regs["RIP"] < victim.rip_hi \
+        and regs["RDI"] == victim.rdi
+    return ok, seen
 
 
 @dataclass(frozen=True)
@@ -76,6 +147,7 @@ class Request:
     id: str
     flavour: str
     addr: int  # guest physical address
+    victim: Victim | None = None  # where the consuming load runs (action required only)
 
     @classmethod
     def parse(cls, data: dict[str, object]) -> Request:
@@ -85,7 +157,12 @@ class Request:
             raise TypeError(f"a request needs a str id and flavour and an int addr: {data}")
         if flavour not in FLAVOURS or addr < 0 or addr % 64:
             raise ValueError(f"unknown flavour or an address not 64-byte aligned: {data}")
-        return cls(rid, flavour, addr)
+        raw = data.get("victim")
+        victim = None if raw is None else Victim.parse(raw)
+        if (victim is None) == (flavour in NEEDS_VICTIM):
+            raise ValueError(f"a {flavour} request {'needs' if victim is None else 'takes no'} "
+                             f"victim: {data}")
+        return cls(rid, flavour, addr, victim)
 
     def monitor_command(self) -> str:
         f = FLAVOURS[self.flavour]
@@ -100,6 +177,8 @@ class Answer:
     monitor_said: str = ""
     error: str | None = None
     command: str = ""
+    attempts: int = 0  # times the VM was stopped to find the victim's load (action required)
+    registers: str = ""  # what the vCPU showed when the check was raised (or last seen)
 
 
 def request_path(directory: Path, rid: str) -> Path:
@@ -125,11 +204,12 @@ def relay_dir() -> Path:
     return Path(d)
 
 
-def ask(flavour: Flavour, addr: int, timeout_s: float = ANSWER_TIMEOUT_S) -> Answer:
+def ask(flavour: Flavour, addr: int, timeout_s: float = ANSWER_TIMEOUT_S,
+        victim: Victim | None = None) -> Answer:
     """Ask the host to raise ``flavour`` at ``addr``; its answer, or MceError at the timeout."""
     global _raised
     d = relay_dir()
-    req = Request(uuid.uuid4().hex[:12], flavour.name, addr)
+    req = Request(uuid.uuid4().hex[:12], flavour.name, addr, victim)
     write_atomic(request_path(d, req.id), asdict(req))
     deadline = time.monotonic() + timeout_s
     path = answer_path(d, req.id)

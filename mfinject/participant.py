@@ -15,6 +15,7 @@ import ctypes
 import faulthandler
 import json
 import logging
+import mmap
 import os
 import queue
 import resource
@@ -108,6 +109,7 @@ class _Child:
         self.maps: dict[int, tuple[int, int]] = {}  # addr -> (fd, length)
         self.workers: list[_Worker] = []
         self.rings: list[int] = []  # io_uring fds, kept open for the participant's life
+        self.spin: tuple[mmap.mmap, ctypes.c_int32] | None = None  # op_spin_prepare
 
     def op_threads(self, count: int) -> list[int]:
         """Start ``count`` more threads; their kernel thread ids, in order (thread 1, 2, ...)."""
@@ -237,6 +239,43 @@ class _Child:
                 syscalls.munmap(addr, length)
         finally:
             os.close(fd)
+
+    # x86-64: mov dword [rsi], 1; 1: mov al, [rdi]; pause; jmp 1b. The flag
+    # says the loop runs; RIP stays in [LOOP_START, LOOP_END) from then on.
+    SPIN_CODE = bytes.fromhex("c70601000000" "8a07" "f390" "ebfa")
+    LOOP_START, LOOP_END = 6, 12
+
+    def op_spin_prepare(self) -> dict[str, int]:
+        """Put the load loop in an executable page; where its loop lies."""
+        code = mmap.mmap(-1, mmap.PAGESIZE,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        code.write(self.SPIN_CODE)
+        self.spin = (code, ctypes.c_int32(0))
+        base = ctypes.addressof(ctypes.c_char.from_buffer(code))
+        return {"rip_lo": base + self.LOOP_START, "rip_hi": base + self.LOOP_END}
+
+    def op_spin_load(self, addr: int, cpu: int) -> None:
+        """On this thread, pinned to ``cpu``: load ``addr`` for ever, in user mode.
+
+        Only a machine check (or a signal) ends it: the consumer of an
+        action-required check (mfinject.mce.SRAR). ctypes drops the GIL for
+        the call, so the participant's other threads still answer.
+        """
+        assert self.spin is not None, "spin_prepare first"
+        code, flag = self.spin
+        os.sched_setaffinity(0, {cpu})  # 0: this thread
+        loop = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(
+            ctypes.addressof(ctypes.c_char.from_buffer(code)))
+        loop(addr, ctypes.addressof(flag))
+
+    def op_spin_started(self, timeout: float) -> bool:
+        assert self.spin is not None, "spin_prepare first"
+        deadline = time.monotonic() + timeout
+        while self.spin[1].value != 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the load loop did not start within {timeout} s")
+            time.sleep(0.005)
+        return True
 
     def op_mce_kill_get(self) -> int:
         return syscalls.prctl(syscalls.PR_MCE_KILL_GET)

@@ -347,6 +347,20 @@ _EXPECTATIONS.update({
         by_machine_check(_EXPECTATIONS[fileio.CORRUPT_PFN_FILE_IO.name])
         + (Expect("kernel", "badblocks", "none", src.DAX_CLEAR_ON_WRITE),),
 })
+
+
+def by_action_required(exps: tuple[Expect, ...]) -> tuple[Expect, ...]:
+    """A madvise scenario's expectations for its action-required twin: A, who
+    called madvise() on its own mapping, consumed the poison instead; the
+    kernel's answer is kill_me_maybe()'s memory_failure(pfn, MF_ACTION_REQUIRED
+    | MF_MUST_KILL), the flags madvise passes but MF_SW_SIMULATED."""
+    return tuple(dataclasses.replace(e, source=src.MCE_SRAR)
+                 if e.source == src.MADVISE_HWPOISON else e for e in exps) + MCE_BAD_RANGE
+
+
+_EXPECTATIONS.update({
+    ar.name: by_action_required(_EXPECTATIONS[machine_check.TWINS[ar.name]])
+    for ar in machine_check.AR_SCENARIOS})
 # memory_failure() is not involved in the badblocks path: no path, no counter
 _NO_POISON_PAGE = {s.name for s in locking.SCENARIOS} - {locking.CORRUPT_PFN_TWICE.name}
 _NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name,
@@ -646,14 +660,30 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
 # which hwpoison_filter() and the accounting read). A twin that behaves
 # otherwise fails, and says so. The software-injection limits are not
 # inherited: under a machine check they are re-judged.
-_MCE_TWINS = {s.name.replace("mce", "corrupt-pfn", 1): s.name for s in machine_check.SCENARIOS}
 # What the corrupt-pfn write returned (EBUSY where memory-failure refuses the
 # page) has no counterpart under a machine check, whose injection is QEMU's
 # answer: the refusal shows in the recovery action alone (seen on 7.3.4, the
 # shared page refused on the generic path: "ok", "recovery action for dax
 # page: Failed", nobody signalled).
 _TWIN_DROPS = {("I", "injection")}
-KNOWN_DEVIATIONS += tuple(dataclasses.replace(d, scenario=_MCE_TWINS[d.scenario])
+KNOWN_DEVIATIONS += tuple(dataclasses.replace(d, scenario=name)
+                          for name, twin in machine_check.TWINS.items()
                           for d in KNOWN_DEVIATIONS
-                          if d.kind == KERNEL_DEVIATION and d.scenario in _MCE_TWINS
+                          if d.kind == KERNEL_DEVIATION and d.scenario == twin
                           and (d.participant, d.field) not in _TWIN_DROPS)
+# Before v6.5 a user-mode action-required check with RIPV clear never reached
+# memory_failure(): do_machine_check() queued kill_me_now() whenever RIPV was
+# clear, usable address or not; commit e40879b6d7d8 (not in 6.1.y) queues
+# kill_me_maybe() for every usable address, so that the page is marked poisoned.
+KNOWN_DEVIATIONS += deviation(
+    machine_check.MCE_AR_NORIPV_SELF.name, "kill_me_now",
+    (Value("A", "signal", "128"), Value("A", "si_addr", "0x0"), Value("A", "si_addr_lsb", "0"),
+     Value("A", "mapping", "mapped"), Value("A", "window", "all mapped"),
+     Value("kernel", "path", "none"), Value("kernel", "hardware_corrupted_kb", "+0"),
+     Value("kernel", "recovery_action", "none")),
+    KERNEL_DEVIATION, "with MCG_STATUS.RIPV clear the #MC handler killed the consuming task "
+    "with kill_me_now() (SIGBUS, si_code SI_KERNEL, no address) and never called "
+    "memory_failure(): the page is not marked poisoned (HardwareCorrupted +0) and stays "
+    "mapped; only the NFIT notifier records the bad range. Fixed in v6.5 by commit "
+    "e40879b6d7d8, which hands every usable address to memory_failure() with MF_MUST_KILL.",
+    src.COMMIT_MCE_USABLE_ADDRESS, Seen("6.1.0-57", "6.1.0-57"))

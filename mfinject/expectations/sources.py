@@ -280,6 +280,21 @@ MCE_SRAO = Source(
     "with a usable physical address is handed to memory_failure(pfn, 0); no process "
     "consumed it, so none is the target of an action-required signal",
 )
+MCE_SRAR = Source(
+    "arch/x86/kernel/cpu/mce/core.c kill_me_maybe()",
+    "an action-required data-load error (MCi_STATUS UC|S|AR, MCACOD 0x134) taken in user "
+    "mode is graded 'Action required: data load error in a user process'; the handler "
+    "queues kill_me_maybe() on the task, which calls memory_failure(pfn, MF_ACTION_REQUIRED) "
+    "(| MF_MUST_KILL when MCG_STATUS.RIPV is clear), and kill_proc() sends BUS_MCEERR_AR to "
+    "the current task",
+)
+COMMIT_MCE_USABLE_ADDRESS = Source(
+    "commit e40879b6d7d8",
+    "x86/MCE: Check a hw error's address to determine proper recovery action: \"Make sure "
+    "that machine check errors with a usable address are properly marked as poison. This is "
+    "needed for errors that occur on memory which have MCG_STATUS[RIPV] clear\"",
+    "v6.5",
+)
 NFIT_MCE = Source(
     "drivers/acpi/nfit/mce.c nfit_handle_mce()",
     "a memory error at an address inside an NVDIMM region is added to the bus's bad "

@@ -24,12 +24,21 @@ from mfinject.observers.mflog import POISONING, KernelMessage, is_memory_failure
 
 SPLATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(rx)) for name, rx in (
-        ("WARN", r"WARNING: CPU: \d+ PID: \d+ at |------------\[ cut here \]------------"),
+        # first match names the splat: the debug kernel's reports (mfinject.vm.debugkernel)
+        # before the generic "BUG:" and "WARNING:" lines they also print
+        ("lockdep", r"possible circular locking dependency|possible recursive locking"
+                    r"|inconsistent lock state|suspicious RCU usage|lock held when returning"
+                    r"|Invalid wait context|possible irq lock inversion|bad unlock balance"
+                    r"|held lock freed|DEBUG_LOCKS_WARN_ON"),
         ("KASAN", r"BUG: KASAN: "),
+        ("sleep in atomic", r"BUG: sleeping function called from invalid context"
+                            r"|BUG: scheduling while atomic"),
+        ("DEBUG_VM", r"page dumped because: |VM_BUG_ON|VM_WARN_ON|BUG: Bad page (?:state|map)"),
+        ("DEBUG_LIST", r"list_(?:add|del) corruption|list_add double add"),
+        ("UBSAN", r"UBSAN: "),
+        ("WARN", r"WARNING: CPU: \d+ PID: \d+ at |------------\[ cut here \]------------"),
         ("BUG", r"\bBUG: |kernel BUG at "),
         ("oops", r"Oops: |general protection fault|Unable to handle kernel"),
-        ("lockdep", r"possible circular locking dependency|possible recursive locking"
-                    r"|inconsistent lock state|suspicious RCU usage|lock held when returning"),
         ("hung task", r"INFO: task .* blocked for more than \d+ seconds"),
         ("RCU stall", r"rcu: INFO: rcu_\w+ detected stalls|rcu_sched self-detected stall"),
         ("panic", r"Kernel panic - not syncing"),

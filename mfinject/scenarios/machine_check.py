@@ -15,6 +15,15 @@ memory_failure() run from a work item without MF_SW_SIMULATED.
 - mce-file-io: file I/O on the page afterwards, through the file.
 - mce-shared: a block shared by a file and its reflink clone, mapped by early
   and late mappers of both.
+
+The action-required twins of the madvise scenarios (injector ``mce-ar``):
+the process that poisoned its own mapping with madvise now consumes the
+poison, a load on vCPU 1 in user mode, and QEMU raises the check there (SRAR):
+
+- mce-ar-self, mce-ar-late, mce-ar-early: made from madvise-self, -late, -early.
+- mce-ar-noripv-self: as mce-ar-self, the check saying the consuming
+  instruction cannot be restarted (MCG_STATUS.RIPV clear, injector
+  ``mce-ar-noripv``).
 """
 
 import dataclasses
@@ -25,7 +34,7 @@ from mfinject.scenarios import Scenario
 from mfinject.scenarios.steps import FileIO, Probe
 from mfinject.scenarios.access import CORRUPT_PFN_LATE_ONLY
 from mfinject.scenarios.fileio import CORRUPT_PFN_FILE_IO
-from mfinject.scenarios.first import CORRUPT_PFN
+from mfinject.scenarios.first import CORRUPT_PFN, MADVISE_EARLY, MADVISE_LATE, MADVISE_SELF
 from mfinject.scenarios.shared import CORRUPT_PFN_SHARED
 
 INJECTOR = "mce"
@@ -54,6 +63,27 @@ def from_corrupt_pfn(s: Scenario) -> Scenario:
                                taint=TAINT_MACHINE_CHECK)
 
 
+# kill_me_maybe() (arch/x86/kernel/cpu/mce/core.c), queued on the consuming task
+USER_ACCESS = KernelMessage(
+    "uncorrected error in user access",
+    r"^mce: Uncorrected hardware memory error in user-access at [0-9a-f]+$",
+    'arch/x86/kernel/cpu/mce/core.c kill_me_maybe(): pr_err("Uncorrected hardware memory error '
+    'in user-access at %llx", p->mce_addr) (pr_fmt "mce: ")')
+
+
+def from_madvise(s: Scenario, injector: str = "mce-ar") -> Scenario:
+    """``s`` with A's madvise() replaced by a load that consumes an action-required check."""
+    name = injector + s.name.removeprefix("madvise")
+    title = s.title.replace("a process poisons its own mapping with madvise",
+                            "A consumes an action-required machine check in its own mapping", 1)
+    title = title.replace("madvise by A", "an action-required machine check consumed by A", 1)
+    if injector != "mce-ar":
+        title += " (RIPV clear: not restartable)"
+    return dataclasses.replace(s, name=name, title=title, injector=injector,
+                               kernel_messages=(*s.kernel_messages, MCE_LOGGED, USER_ACCESS),
+                               taint=TAINT_MACHINE_CHECK)
+
+
 MCE = from_corrupt_pfn(CORRUPT_PFN)
 # corrupt-pfn then a load by B: no corrupt-pfn scenario of its own (software
 # injection leaves no bad block for the load to meet), so no twin either
@@ -64,4 +94,14 @@ MCE_LATE_ONLY = from_corrupt_pfn(CORRUPT_PFN_LATE_ONLY)
 MCE_FILE_IO = from_corrupt_pfn(CORRUPT_PFN_FILE_IO)
 MCE_SHARED = from_corrupt_pfn(CORRUPT_PFN_SHARED)
 
-SCENARIOS = (MCE, MCE_LATE_ACCESS, MCE_LATE_ONLY, MCE_FILE_IO, MCE_SHARED)
+MCE_AR_SELF = from_madvise(MADVISE_SELF)
+MCE_AR_LATE = from_madvise(MADVISE_LATE)
+MCE_AR_EARLY = from_madvise(MADVISE_EARLY)
+MCE_AR_NORIPV_SELF = from_madvise(MADVISE_SELF, "mce-ar-noripv")
+
+SRAO_SCENARIOS = (MCE, MCE_LATE_ACCESS, MCE_LATE_ONLY, MCE_FILE_IO, MCE_SHARED)
+AR_SCENARIOS = (MCE_AR_SELF, MCE_AR_LATE, MCE_AR_EARLY, MCE_AR_NORIPV_SELF)
+SCENARIOS = SRAO_SCENARIOS + AR_SCENARIOS
+# each scenario's software-injection twin, whose expectations and kernel deviations it inherits
+TWINS = {**{s.name: "corrupt-pfn" + s.name.removeprefix("mce") for s in SRAO_SCENARIOS},
+         **{s.name: "madvise" + s.name.removeprefix(s.injector) for s in AR_SCENARIOS}}

@@ -287,6 +287,9 @@ def resolve(spec: str) -> Kernel:
 
 
 def _resolve(spec: str) -> Kernel:
+    if spec.startswith("debian-debug:"):
+        from mfinject.vm import debugkernel  # it imports this module
+        return debugkernel.resolve(spec)
     if spec.startswith("debian:"):
         return resolve_debian(spec.removeprefix("debian:"))
     path = Path(spec).expanduser()

@@ -87,6 +87,8 @@ class Relay:
         try:
             if self._qmp is None:
                 self._qmp = Qmp(self.socket_path, QMP_TIMEOUT_S)
+            if req.victim is not None:
+                return raise_in_victim(self._qmp, req, command)
             said = self._qmp.hmp(command).strip()
         except (QmpError, OSError, ValueError) as e:
             if self._qmp is not None:
@@ -96,3 +98,34 @@ class Relay:
         # the monitor prints nothing when it took the command
         return mce.Answer(req.id, not said, monitor_said=said, command=command,
                           error=said or None)
+
+
+VICTIM_TRIES = 200
+VICTIM_RUN_S = 0.02  # how long the VM runs between two looks
+
+
+def raise_in_victim(qmp: Qmp, req: mce.Request, command: str) -> mce.Answer:
+    """Stop the VM, look at the victim's vCPU, raise the check only inside its load loop.
+
+    The VM is always let run again (``cont``), whatever happens: the #MC is
+    taken when the vCPU resumes, at the instruction it was stopped at.
+    """
+    victim = req.victim
+    assert victim is not None
+    seen = ""
+    for attempt in range(1, VICTIM_TRIES + 1):
+        qmp.execute("stop")
+        try:
+            regs = str(qmp.execute("human-monitor-command", **{
+                "command-line": "info registers", "cpu-index": victim.cpu}))
+            ok, seen = mce.caught(regs, victim)
+            if ok:
+                said = qmp.hmp(command).strip()
+                return mce.Answer(req.id, not said, monitor_said=said, command=command,
+                                  error=said or None, attempts=attempt, registers=seen)
+        finally:
+            qmp.execute("cont")
+        time.sleep(VICTIM_RUN_S)
+    return mce.Answer(req.id, False, command=command, attempts=VICTIM_TRIES, registers=seen,
+                      error=f"vCPU {victim.cpu} was never seen in the victim's load loop in "
+                      f"{VICTIM_TRIES} looks (last: {seen}); nothing was raised")

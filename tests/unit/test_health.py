@@ -105,6 +105,33 @@ def test_warn_and_lockdep_found():
     assert kinds == ["WARN", "lockdep", "KASAN"]
 
 
+# The first line of each debug-kernel report, as kernel/locking/lockdep.c, mm/kasan/report.c,
+# kernel/sched/core.c (__might_resched), mm/debug.c (dump_page) and lib/list_debug.c print it
+DEBUG_SPLATS = (
+    ("lockdep", "WARNING: possible circular locking dependency detected"),
+    ("lockdep", "WARNING: suspicious RCU usage"),
+    ("lockdep", "BUG: Invalid wait context"),
+    ("lockdep", "WARNING: inconsistent lock state"),
+    ("lockdep", "WARNING: bad unlock balance detected!"),
+    ("KASAN", "BUG: KASAN: slab-use-after-free in dax_lock_folio+0x3c/0x2b0"),
+    ("sleep in atomic", "BUG: sleeping function called from invalid context at "
+                        "include/linux/sched/mm.h:321"),
+    ("DEBUG_VM", "page dumped because: VM_BUG_ON_FOLIO(!folio_test_locked(folio))"),
+    ("DEBUG_VM", "BUG: Bad page state in process python3  pfn:1a0200"),
+    ("DEBUG_LIST", "list_del corruption, ffff888104a3c0d8->next is LIST_POISON1 (dead000000000100)"),
+    ("UBSAN", "UBSAN: shift-out-of-bounds in mm/memory-failure.c:412:9"),
+)
+
+
+@pytest.mark.parametrize("kind,line", DEBUG_SPLATS, ids=[l[:40] for _, l in DEBUG_SPLATS])
+def test_a_debug_kernel_report_is_named_for_what_found_it(kind, line):
+    # named by its own kind, not as the generic BUG or WARN its first line also is
+    (f,) = scan(_recs((4, line)))
+    assert f.kind == kind
+    # a scenario's markers never allow one
+    assert [x.kind for x in scan(_recs((4, line)), LogRules(allowed=(".*",)))] == [kind]
+
+
 def test_unexpected_error_message_found_but_not_info():
     recs = _recs((1, XFS_CORRUPTION), (6, "random info line"))
     (f,) = scan(recs)

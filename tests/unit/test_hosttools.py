@@ -34,6 +34,9 @@ COVERED = {
     ("shares.py", "rust_virtiofsd"): "asks an optional virtiofsd for --help (9p without one)",
     ("pmem.py", "ndctl"): "cmd starts with require_tool('ndctl', ...) (scanned)",
     ("kernels.py", "_apt"): "cmd starts with 'apt-get' or 'apt-cache' (scanned)",
+    ("debugkernel.py", "_run"): "callers pass literal lists (scanned)",
+    ("debugkernel.py", "_configure"): "cmd starts with configkernel(): virtme-configkernel, "
+                                      "the vm extra's",
     ("guest.py", "main"): "cmd is sys.executable -m pytest",
     ("runner.py", "_probe_kvm"): "cmd starts with vng_path(): the vm extra (VM_MODULES)",
     ("runner.py", "_boot"): "cmd is vng_command(): vng, then QEMU (on the list)",
@@ -42,8 +45,8 @@ COVERED = {
     ("participant.py", "op_run"): "argv comes from a scenario step: no scenario uses it yet",
 }
 # Python itself (sys.executable), and vng: the vm extra's entry point in the
-# venv, checked as hosttools.VM_MODULES
-PYTHON = {"python3", sys.executable, "vng"}
+# venv, checked as hosttools.VM_MODULES (virtme-configkernel is its too)
+PYTHON = {"python3", sys.executable, "vng", "virtme-configkernel"}
 
 
 def _heads(node: ast.expr) -> list[str]:

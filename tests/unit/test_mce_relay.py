@@ -142,3 +142,90 @@ def test_a_machine_check_has_landed_only_when_memory_failure_spoke_of_its_own_pf
     assert memory_failure_done(
         [f"Memory failure: {pfn:#x}: recovery action for dax page: Failed"], pfn)
     assert memory_failure_done([f"Memory failure: {pfn:#x}: already hardware poisoned"], pfn)
+
+
+# What QEMU 7.2's `info registers` prints for a vCPU (target/i386/cpu-dump.c
+# x86_cpu_dump_state()), trimmed to the lines the check reads
+def _regs(rip: int, rdi: int, cpl: int) -> str:
+    return (f"RAX=0000000000000000 RBX=0000000000000000 RCX=0000000000000000 RDX=0000000000000000\r\n"
+            f"RSI=00007f2baf790000 RDI={rdi:016x} RBP=0000000000000000 RSP=00007ffd5e1c2a48\r\n"
+            f"RIP={rip:016x} RFL=00000246 [---Z-P-] CPL={cpl} II=0 A20=1 SMM=0 HLT=0\r\n"
+            f"CS =00{'33' if cpl == 3 else '10'} 0000000000000000 ffffffff 00a0fb00 DPL={cpl} CS64\r\n")
+
+
+VICTIM = mce.Victim(1, 0x7F2BAF788006, 0x7F2BAF78800C, 0x7F2BAF600000)
+
+
+@pytest.mark.parametrize("regs, ok", [
+    (_regs(0x7F2BAF788008, 0x7F2BAF600000, 3), True),
+    # in the kernel (a timer interrupt): an action-required check there panics the guest
+    (_regs(0xFFFFFFFF81C0F2A0, 0x7F2BAF600000, 0), False),
+    # user mode, but another process (or the victim outside its loop)
+    (_regs(0x55D0C0DE1234, 0x7F2BAF600000, 3), False),
+    # in the loop, but loading another address
+    (_regs(0x7F2BAF788008, 0x7F2BAF601000, 3), False),
+    # one past the loop's end
+    (_regs(0x7F2BAF78800C, 0x7F2BAF600000, 3), False),
+    ("Error: CPU 1 is not present", False),
+])
+def test_the_check_is_raised_only_inside_the_victims_load_loop(regs, ok) -> None:
+    assert mce.caught(regs, VICTIM)[0] is ok
+
+
+class _Monitor:
+    """A QEMU monitor whose vCPU shows ``looks`` in turn (then the last for ever)."""
+
+    def __init__(self, looks: list[str], said: str = "") -> None:
+        self.looks, self.said, self.seen = looks, said, []
+
+    def execute(self, command: str, **args: object) -> object:
+        line = args.get("command-line", command)
+        self.seen.append(line)
+        if line == "info registers":
+            assert args["cpu-index"] == VICTIM.cpu
+            return self.looks.pop(0) if len(self.looks) > 1 else self.looks[0]
+        return {}
+
+    def hmp(self, line: str) -> str:
+        self.seen.append(line)
+        return self.said
+
+
+def test_the_relay_waits_for_the_victim_and_always_lets_the_vm_run(monkeypatch) -> None:
+    from mfinject.vm import relay
+    monkeypatch.setattr(relay, "VICTIM_RUN_S", 0)
+    req = mce.Request("r2", "srar", 0x109403000, VICTIM)
+    mon = _Monitor([_regs(0xFFFFFFFF81C0F2A0, 0, 0), _regs(0x7F2BAF788008, VICTIM.rdi, 3)])
+    answer = relay.raise_in_victim(mon, req, req.monitor_command())
+    assert answer.ok and answer.attempts == 2 and "CPL=3" in answer.registers
+    assert mon.seen == ["stop", "info registers", "cont",
+                        "stop", "info registers", req.monitor_command(), "cont"]
+    assert req.monitor_command() == "mce -b 1 9 0xbd80000000000134 0x7 0x109403000 0x86"
+    noripv = mce.Request("r4", "srar-noripv", 0x109403000, VICTIM)
+    assert noripv.monitor_command() == "mce -b 1 9 0xbd80000000000134 0x6 0x109403000 0x86"
+
+
+def test_a_victim_never_seen_in_its_loop_gets_no_check(monkeypatch) -> None:
+    from mfinject.vm import relay
+    monkeypatch.setattr(relay, "VICTIM_RUN_S", 0)
+    monkeypatch.setattr(relay, "VICTIM_TRIES", 5)
+    req = mce.Request("r3", "srar", 0x109403000, VICTIM)
+    mon = _Monitor([_regs(0xFFFFFFFF81C0F2A0, 0, 0)])
+    answer = relay.raise_in_victim(mon, req, req.monitor_command())
+    assert not answer.ok and "never seen" in (answer.error or "")
+    assert req.monitor_command() not in mon.seen
+    assert mon.seen.count("stop") == mon.seen.count("cont") == 5
+
+
+@pytest.mark.parametrize("data", [
+    {"id": "x", "flavour": "srar", "addr": 4096},  # action required without a victim
+    {"id": "x", "flavour": "srao", "addr": 4096, "victim": {"cpu": 1, "rip_lo": 1, "rip_hi": 2,
+                                                           "rdi": 3}},
+    {"id": "x", "flavour": "srar", "addr": 4096, "victim": {"cpu": 0, "rip_lo": 1, "rip_hi": 2,
+                                                           "rdi": 3}},  # not the bank's CPU
+    {"id": "x", "flavour": "srar", "addr": 4096, "victim": {"cpu": 1, "rip_lo": 2, "rip_hi": 2,
+                                                           "rdi": 3}},
+])
+def test_a_request_with_a_victim_where_none_belongs_or_without_one_is_refused(data) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        mce.Request.parse(data)
