@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mfinject import ledger, mce
 from mfinject.errors import MfinjectError
+from mfinject.observers import mcerecord
 from mfinject.observers.kmsg import KmsgCapture
 from mfinject.participant import Participant, Reply, reply_text
 from mfinject.pmem import Namespace, PmemError, badblocks, data_start
@@ -177,7 +178,7 @@ class MceInjector:
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
         try:
-            mce.relay_dir()
+            mce.relay_dir(namespace.name)
         except mce.MceError as e:
             raise InjectError(str(e)) from e
 
@@ -223,9 +224,10 @@ class MceConsumeInjector(MceInjector):
     page for ever on the vCPU the check is raised on, in user mode; the host
     raises the check only once it has seen that vCPU inside the loop
     (mfinject.mce.caught()). The kernel then queues kill_me_maybe() on the
-    thread: memory_failure(pfn, MF_ACTION_REQUIRED | MF_MUST_KILL) runs on
-    its way back to user space, as after madvise(MADV_HWPOISON), minus
-    MF_SW_SIMULATED. The rest is MceInjector's: memory-failure's line, then
+    thread: memory_failure(pfn, MF_ACTION_REQUIRED), plus MF_MUST_KILL when
+    RIPV is clear, runs on its way back to user space, as after
+    madvise(MADV_HWPOISON), minus MF_SW_SIMULATED. What fails in the VM's
+    machinery (the loop, QEMU, the relay) is an InjectError: no verdict. The rest is MceInjector's: memory-failure's line, then
     the bad range.
     """
 
@@ -242,13 +244,14 @@ class MceConsumeInjector(MceInjector):
         check_pfn(self.namespace, pfn)
         prep = by.request("spin_prepare")
         if prep is None or not prep.ok:
-            return Injection(self.name, by.name, pfn, vaddr, prep)
+            raise InjectError(f"{by.name} could not prepare its load loop: {reply_text(prep)}")
         thread = len(by.start_threads(1))
-        by.request("start_on_thread", thread=thread, do="spin_load",
-                   args={"addr": vaddr, "cpu": mce.MCE_CPU})
+        handed = by.request("start_on_thread", thread=thread, do="spin_load",
+                            args={"addr": vaddr, "cpu": mce.MCE_CPU})
         started = by.request("spin_started", timeout=self.SPIN_START_S)
-        if started is None or not started.ok:
-            return Injection(self.name, by.name, pfn, vaddr, started)
+        if handed is None or not handed.ok or started is None or not started.ok:
+            raise InjectError(f"{by.name}'s load loop did not start on vCPU {mce.MCE_CPU}: "
+                              f"{reply_text(handed)}, {reply_text(started)}")
         victim = mce.Victim(mce.MCE_CPU, prep.value["rip_lo"], prep.value["rip_hi"], vaddr)
         log.info("%s: machine check %s at %#x (pfn %#x), consumed by its load loop on vCPU %d",
                  by.name, self.flavour.name, pfn * PAGE_SIZE, pfn, mce.MCE_CPU)
@@ -259,9 +262,8 @@ class MceConsumeInjector(MceInjector):
         cap = KmsgCapture()
         try:
             answer = mce.ask(self.flavour, pfn * PAGE_SIZE, self.ANSWER_TIMEOUT_S, victim)
-            if not answer.ok:
-                return Injection(self.name, by.name, pfn, vaddr,
-                                 Reply(False, error=f"QEMU: {answer.error}"))
+            if not answer.ok:  # the VM's machinery, not the kernel: an error, no verdict
+                raise InjectError(f"no action-required machine check was raised: {answer.error}")
             log.info("vCPU %d caught after %d look(s): %s", victim.cpu, answer.attempts,
                      answer.registers)
             ran = wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S, gone=by)
@@ -275,7 +277,7 @@ class MceConsumeInjector(MceInjector):
             if hung is None:
                 self._wait_for_bad_range(pfn)
         except mce.MceError as e:
-            return Injection(self.name, by.name, pfn, vaddr, Reply(False, error=str(e)))
+            raise InjectError(str(e)) from e
         finally:
             cap.close()
         return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
@@ -287,6 +289,50 @@ class MceConsumeNoRipvInjector(MceConsumeInjector):
 
     name = "mce-ar-noripv"
     flavour = mce.SRAR_NORIPV
+
+
+class MceCorrectedInjector(MceInjector):
+    """A corrected memory error at the page (mce.CORRECTED): no #MC, only a bank the
+    kernel reads when it polls (machine_check_poll()).
+
+    The poll interval is set to one second for the injection (then restored),
+    and the injection has landed only when the kernel's mce:mce_record names
+    this bank, status and address: without it, "nothing happened" would prove
+    nothing. Then one second more, for whatever the notifier chain (run from
+    a work item) does with it: nothing, for a corrected error, is what the
+    scenario expects.
+    """
+
+    name = "mce-ce"
+    flavour = mce.CORRECTED
+    RECORD_WAIT_S = 10.0
+    AFTER_RECORD_S = 1.0
+
+    def inject(self, by: Participant, vaddr: int | None, pfn: int) -> Injection:
+        check_pfn(self.namespace, pfn)
+        addr = pfn * PAGE_SIZE
+        log.info("%s: corrected machine-check error at %#x (pfn %#x)", by.name, addr, pfn)
+        ledger.note(pfn)  # it must poison nothing; should the kernel disagree, reset
+        try:
+            with mcerecord.polled_every(1):
+                watch = mcerecord.McRecordWatch()
+                try:
+                    answer = mce.ask(self.flavour, addr)
+                    record = watch.wait(mce.MCE_BANK, self.flavour.status, addr,
+                                        self.RECORD_WAIT_S) if answer.ok else None
+                finally:
+                    watch.close()
+        except (OSError, mce.MceError) as e:
+            raise InjectError(f"corrected error at {addr:#x}: {e}") from e
+        if not answer.ok:
+            raise InjectError(f"no corrected error was raised: {answer.error}")
+        if record is None:  # QEMU took it: the kernel's poll never logged it
+            return Injection(self.name, by.name, pfn, vaddr, Reply(False, error=(
+                f"the kernel logged no mce:mce_record of the corrected error within "
+                f"{self.RECORD_WAIT_S:.0f} s, polling every second")))
+        log.info("the kernel's record: %s", record)
+        time.sleep(self.AFTER_RECORD_S)
+        return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command))
 
 
 def memory_failure_done(texts: list[str], pfn: int) -> bool:
@@ -326,4 +372,4 @@ def wait_for_memory_failure(cap: KmsgCapture, pfn: int, timeout_s: float,
 
 INJECTORS = {c.name: c for c in (MadviseInjector, CorruptPfnInjector, BadblocksInjector,
                                  UnbindInjector, MceInjector, MceConsumeInjector,
-                                 MceConsumeNoRipvInjector)}
+                                 MceConsumeNoRipvInjector, MceCorrectedInjector)}

@@ -26,8 +26,8 @@ An action-required one (SRAR) is what a load that consumes the poison
 raises, and the kernel's answer depends on where the CPU was: in user mode,
 severity.c grades it "Action required: data load error in a user process"
 and the #MC handler queues kill_me_maybe() on the interrupted task, which
-calls memory_failure(pfn, MF_ACTION_REQUIRED | MF_MUST_KILL) on its way back
-to user space; in kernel mode, without an exception-table fixup, it panics
+calls memory_failure(pfn, MF_ACTION_REQUIRED) (| MF_MUST_KILL when RIPV is
+clear) on its way back to user space; in kernel mode, without an exception-table fixup, it panics
 ("Data load in unrecoverable area of kernel"). So it is raised only while
 the victim's load loop runs on that vCPU: the relay stops the VM, reads the
 vCPU's registers (``info registers``), and injects only when CPL is 3, RIP
@@ -89,6 +89,7 @@ class Flavour:
     mcg_status: int
     misc: int
     meaning: str
+    broadcast: bool = True  # an uncorrected check reaches every CPU (-b); a corrected one none
 
 
 SRAO = Flavour("srao", 0xBD000000000000C0, 0x5, 0x86,
@@ -97,7 +98,12 @@ SRAR = Flavour("srar", 0xBD80000000000134, 0x7, 0x86,
                "uncorrected memory error consumed by a data load in user mode, action required")
 SRAR_NORIPV = Flavour("srar-noripv", 0xBD80000000000134, 0x6, 0x86,
                       "as srar, the interrupted instruction not restartable (RIPV clear)")
-FLAVOURS = {f.name: f for f in (SRAO, SRAR, SRAR_NORIPV)}
+# MCi_STATUS VAL | EN | MISCV | ADDRV, MCACOD 0x009f (memory controller, read,
+# channel unspecified): no UC, so QEMU raises no #MC and only fills the bank;
+# the kernel finds it when it polls (machine_check_poll()).
+CORRECTED = Flavour("corrected", 0x9C0000000000009F, 0x0, 0x86,
+                    "corrected memory read error, found by the kernel's poll", broadcast=False)
+FLAVOURS = {f.name: f for f in (SRAO, SRAR, SRAR_NORIPV, CORRECTED)}
 NEEDS_VICTIM = frozenset({SRAR.name, SRAR_NORIPV.name})
 
 
@@ -166,8 +172,8 @@ class Request:
 
     def monitor_command(self) -> str:
         f = FLAVOURS[self.flavour]
-        return (f"mce -b {MCE_CPU} {MCE_BANK} {f.status:#x} {f.mcg_status:#x} {self.addr:#x} "
-                f"{f.misc:#x}")
+        return (f"mce {'-b ' if f.broadcast else ''}{MCE_CPU} {MCE_BANK} {f.status:#x} "
+                f"{f.mcg_status:#x} {self.addr:#x} {f.misc:#x}")
 
 
 @dataclass(frozen=True)
@@ -195,12 +201,18 @@ def write_atomic(path: Path, data: dict[str, object]) -> None:
     tmp.replace(path)
 
 
-def relay_dir() -> Path:
-    """The shared directory the host watches, or why there is none."""
+def relay_dir(namespace: str | None = None) -> Path:
+    """The shared directory the host watches, or why there is none (and, given the
+    namespace, what hardware injection this machine would offer)."""
     d = os.environ.get(ENV_DIR)
     if not d or not Path(d).is_dir():
+        here = ""
+        if namespace is not None:
+            from mfinject import hwinject
+            here = "; this machine: " + "; ".join(str(a) for a in hwinject.discover(namespace))
         raise MceError("machine-check injection needs the host's QEMU monitor: run the suite "
-                       "in the VM (`mfinject vm`); on real pmem, EINJ is not supported yet")
+                       "in the VM (`mfinject vm`); on real pmem the suite does not inject "
+                       f"through EINJ or ndctl inject-error yet{here}")
     return Path(d)
 
 

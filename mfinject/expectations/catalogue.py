@@ -352,18 +352,35 @@ _EXPECTATIONS.update({
 def by_action_required(exps: tuple[Expect, ...]) -> tuple[Expect, ...]:
     """A madvise scenario's expectations for its action-required twin: A, who
     called madvise() on its own mapping, consumed the poison instead; the
-    kernel's answer is kill_me_maybe()'s memory_failure(pfn, MF_ACTION_REQUIRED
-    | MF_MUST_KILL), the flags madvise passes but MF_SW_SIMULATED."""
+    kernel's answer is kill_me_maybe()'s memory_failure(pfn, MF_ACTION_REQUIRED)
+    (madvise's flags but MF_SW_SIMULATED; the fsdax path adds MF_MUST_KILL
+    itself). The signal goes to the consuming thread (A's thread 1, its load
+    loop), not to the process; A's injection (the loop started, QEMU raised
+    the check inside it) is judged too."""
     return tuple(dataclasses.replace(e, source=src.MCE_SRAR)
-                 if e.source == src.MADVISE_HWPOISON else e for e in exps) + MCE_BAD_RANGE
+                 if e.source == src.MADVISE_HWPOISON else e for e in exps) + MCE_BAD_RANGE + (
+        Expect("A", "thread", "thread 1", src.COMMIT_AR_CURRENT_THREAD),
+        Expect("A", "injection", "ok", src.MCE_SRAR))
 
 
+# a corrected error poisons nothing: every mapper keeps the page and reads it
+_EXPECTATIONS[machine_check.MCE_CORRECTED.name] = (
+    Expect("I", "injection", "ok", src.MCE_CORRECTED),
+    Expect("kernel", "badblocks", "none", src.MCE_CORRECTED),
+    Expect("kernel", "hardware_corrupted_kb", "+0", src.MCE_CORRECTED),
+    Expect("kernel", "recovery_action", "none", src.MCE_CORRECTED),
+) + tuple(e for who in ("B", "C") for e in (
+    Expect(who, "signal", "none", src.MCE_CORRECTED),
+    Expect(who, "mapping", "mapped", src.MCE_CORRECTED),
+    Expect(who, "access", "old data", src.MCE_CORRECTED),
+))
 _EXPECTATIONS.update({
     ar.name: by_action_required(_EXPECTATIONS[machine_check.TWINS[ar.name]])
     for ar in machine_check.AR_SCENARIOS})
 # memory_failure() is not involved in the badblocks path: no path, no counter
 _NO_POISON_PAGE = {s.name for s in locking.SCENARIOS} - {locking.CORRUPT_PFN_TWICE.name}
 _NO_MEMORY_FAILURE = {s.name for s in badblocks.SCENARIOS} | {fileio.BADBLOCKS_FILE_IO.name,
+                                                               machine_check.MCE_CORRECTED.name,
                                                                unbind.UNBIND_MOUNTED.name}
 KILLED = "killed by SIGBUS"  # runner._exit_text() of SIGBUS's default action
 ALIVE = "alive"  # not ended when the scenario's last step was done

@@ -295,6 +295,13 @@ COMMIT_MCE_USABLE_ADDRESS = Source(
     "needed for errors that occur on memory which have MCG_STATUS[RIPV] clear\"",
     "v6.5",
 )
+MCE_CORRECTED = Source(
+    "drivers/acpi/nfit/mce.c nfit_handle_mce(), arch/x86/kernel/cpu/mce/core.c "
+    "uc_decode_notifier()",
+    "if (!mce_is_memory_error(mce) || mce_is_correctable(mce)) return NOTIFY_DONE; (and "
+    "uc_decode_notifier() acts only on action-optional or deferred severities): a corrected "
+    "error is logged, counted (RAS_CEC), and poisons nothing",
+)
 NFIT_MCE = Source(
     "drivers/acpi/nfit/mce.c nfit_handle_mce()",
     "a memory error at an address inside an NVDIMM region is added to the bus's bad "

@@ -24,13 +24,18 @@ poison, a load on vCPU 1 in user mode, and QEMU raises the check there (SRAR):
 - mce-ar-noripv-self: as mce-ar-self, the check saying the consuming
   instruction cannot be restarted (MCG_STATUS.RIPV clear, injector
   ``mce-ar-noripv``).
+
+A corrected error (injector ``mce-ce``): no #MC; the kernel reads the bank when
+it polls, logs the error and must poison nothing:
+
+- mce-corrected: I asks while B (late) and C (early) map the page; then both load it.
 """
 
 import dataclasses
 
 from mfinject.observers.health import TAINT_MACHINE_CHECK
 from mfinject.observers.mflog import HWPOISON_FAULT, KernelMessage
-from mfinject.scenarios import Scenario
+from mfinject.scenarios import EARLY, Inject, Map, Proc, Scenario
 from mfinject.scenarios.steps import FileIO, Probe
 from mfinject.scenarios.access import CORRUPT_PFN_LATE_ONLY
 from mfinject.scenarios.fileio import CORRUPT_PFN_FILE_IO
@@ -99,9 +104,23 @@ MCE_AR_LATE = from_madvise(MADVISE_LATE)
 MCE_AR_EARLY = from_madvise(MADVISE_EARLY)
 MCE_AR_NORIPV_SELF = from_madvise(MADVISE_SELF, "mce-ar-noripv")
 
+# what the kernel prints of a logged error nobody else consumed (mce_default_notifier()
+# -> __print_mce(), 6.1 without RAS_CEC): pr_emerg lines with HW_ERR, pr_fmt "mce: "
+MCE_PRINTED = KernelMessage(
+    "machine check record printed",
+    r"^mce: \[Hardware Error\]: (CPU \d+: Machine Check: |TSC |PROCESSOR |Run the above|"
+    r"ADDR |MISC )",
+    'arch/x86/kernel/cpu/mce/core.c __print_mce(): pr_emerg(HW_ERR "CPU %d: Machine Check%s: '
+    '%Lx Bank %d: %016Lx\\n", ...) and the lines after it')
+MCE_CORRECTED = Scenario(
+    "mce-corrected", "a corrected memory error at the page, found by the kernel's poll, "
+    "while B (late) and C (early) map it; then both load it", "mce-ce",
+    (Proc("I"), Proc("B"), Proc("C", policy=EARLY)), (Map("B"), Map("C"), Inject("I"), Probe()),
+    kernel_messages=(MCE_LOGGED, MCE_PRINTED))
+
 SRAO_SCENARIOS = (MCE, MCE_LATE_ACCESS, MCE_LATE_ONLY, MCE_FILE_IO, MCE_SHARED)
 AR_SCENARIOS = (MCE_AR_SELF, MCE_AR_LATE, MCE_AR_EARLY, MCE_AR_NORIPV_SELF)
-SCENARIOS = SRAO_SCENARIOS + AR_SCENARIOS
+SCENARIOS = SRAO_SCENARIOS + AR_SCENARIOS + (MCE_CORRECTED,)
 # each scenario's software-injection twin, whose expectations and kernel deviations it inherits
 TWINS = {**{s.name: "corrupt-pfn" + s.name.removeprefix("mce") for s in SRAO_SCENARIOS},
          **{s.name: "madvise" + s.name.removeprefix(s.injector) for s in AR_SCENARIOS}}

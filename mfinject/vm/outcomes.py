@@ -77,7 +77,10 @@ _SHARED = frozenset({"corrupt-pfn-reflink", "corrupt-pfn-shared", "madvise-share
 KNOWN_CRASHES: tuple[KnownCrash, ...] = (
     KnownCrash(
         "dax-lock-folio-shared-null", r"BUG: kernel NULL pointer dereference, address: "
-        r"0+1\b", KernelRange(Version.parse("6.12"), Version.parse("6.13")),
+        # ... and under KASAN (debian-debug:6.12), whose inline check of the shadow of
+        # address 0x1 faults first: "KASAN: null-ptr-deref in range [0x0-0x7]" follows
+        r"0+1\b|Oops: general protection fault, probably for non-canonical address "
+        r"0xdffffc0000000000\b", KernelRange(Version.parse("6.12"), Version.parse("6.13")),
         "memory-failure on a reflinked (shared) fsdax page on the generic path (XFS as plain "
         "mkfs.xfs makes it: reflink=1, rmapbt=0) oopses: from v6.2 a shared page's "
         "page->mapping is PAGE_MAPPING_DAX_SHARED ((void *)0x1), and dax_lock_folio() "
@@ -85,7 +88,8 @@ KNOWN_CRASHES: tuple[KnownCrash, ...] = (
         "dax_lock_folio, under memory_failure() from hwpoison_inject or madvise, and, as "
         "for a real media error, from a machine check: kworker mce_gen_pool_process -> "
         "uc_decode_notifier -> memory_failure, mce-shared). The task dies with mf_mutex "
-        "held. Seen on 6.12.118; 7.3 (after 'fs/dax: "
+        "held. Seen on 6.12.118 (on its KASAN build as a general protection fault at the "
+        "shadow of address 0x1, 'KASAN: null-ptr-deref'); 7.3 (after 'fs/dax: "
         "Remove PAGE_MAPPING_DAX_SHARED mapping flag', v6.15) does not oops",
         Source("commit 16900426586d", "fsdax: introduce page->share for fsdax in reflink mode",
                "v6.2"),

@@ -94,6 +94,8 @@ class Relay:
             if self._qmp is not None:
                 self._qmp.close()
             self._qmp = None
+            if req.victim is not None:
+                resume(self.socket_path)
             return mce.Answer(req.id, False, error=str(e), command=command)
         # the monitor prints nothing when it took the command
         return mce.Answer(req.id, not said, monitor_said=said, command=command,
@@ -107,15 +109,17 @@ VICTIM_RUN_S = 0.02  # how long the VM runs between two looks
 def raise_in_victim(qmp: Qmp, req: mce.Request, command: str) -> mce.Answer:
     """Stop the VM, look at the victim's vCPU, raise the check only inside its load loop.
 
-    The VM is always let run again (``cont``), whatever happens: the #MC is
-    taken when the vCPU resumes, at the instruction it was stopped at.
+    The VM is let run again (``cont``) after every look, whatever happened,
+    even when ``stop`` itself failed (it may have paused the VM before it
+    timed out): the #MC is taken when the vCPU resumes, at the instruction
+    it was stopped at.
     """
     victim = req.victim
     assert victim is not None
     seen = ""
     for attempt in range(1, VICTIM_TRIES + 1):
-        qmp.execute("stop")
         try:
+            qmp.execute("stop")
             regs = str(qmp.execute("human-monitor-command", **{
                 "command-line": "info registers", "cpu-index": victim.cpu}))
             ok, seen = mce.caught(regs, victim)
@@ -129,3 +133,13 @@ def raise_in_victim(qmp: Qmp, req: mce.Request, command: str) -> mce.Answer:
     return mce.Answer(req.id, False, command=command, attempts=VICTIM_TRIES, registers=seen,
                       error=f"vCPU {victim.cpu} was never seen in the victim's load loop in "
                       f"{VICTIM_TRIES} looks (last: {seen}); nothing was raised")
+
+
+def resume(socket_path: Path) -> None:
+    """``cont`` on a fresh connection: after a failure amid stop/cont, never leave the VM
+    stopped (a guest that never runs again would look like a hung kernel)."""
+    try:
+        with Qmp(socket_path, QMP_TIMEOUT_S) as qmp:
+            qmp.execute("cont")
+    except (QmpError, OSError, ValueError) as e:
+        log.error("could not let the VM run again after a failed machine-check request: %s", e)

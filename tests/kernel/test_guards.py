@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mfinject import fs, pmem
-from mfinject.injectors import InjectError, require_debugfs
+from mfinject import fs, hwinject, mce, pmem
+from mfinject.injectors import InjectError, MceInjector, require_debugfs
 
 pytestmark = pytest.mark.pmem
 SUITE = Path(__file__).resolve().parent  # tests/kernel, or mfinject/suite when installed
@@ -88,3 +88,20 @@ def test_device_with_a_filesystem_needs_disposable(mf_clean_namespace):
     blkid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", mf_clean_namespace.devpath],
                            capture_output=True, text=True, check=False)
     assert blkid.stdout.strip() == "ext4"
+
+
+def test_hardware_injection_is_discovered_not_assumed(mf_pmem_namespace, monkeypatch):
+    """What EINJ and ndctl inject-error a machine offers is read from its firmware.
+
+    In the VM the answer is known: QEMU publishes no EINJ table and its NFIT
+    root DSM offers no ARS injection function. Without the VM's relay, the
+    machine-check injector refuses, and says what this machine offers.
+    """
+    einj, ars = hwinject.discover(mf_pmem_namespace.name)
+    if os.environ.get("MFINJECT_IN_VM"):
+        assert not einj.available and "no EINJ table" in einj.reason
+        assert not ars.available and "lacks function 7 (ARS_INJECT_SET)" in ars.reason
+    monkeypatch.delenv(mce.ENV_DIR, raising=False)
+    with pytest.raises(InjectError, match=r"this machine: ACPI EINJ: (not )?available .*; "
+                                          r"ndctl inject-error: (not )?available"):
+        MceInjector(mf_pmem_namespace)

@@ -229,3 +229,48 @@ def test_a_victim_never_seen_in_its_loop_gets_no_check(monkeypatch) -> None:
 def test_a_request_with_a_victim_where_none_belongs_or_without_one_is_refused(data) -> None:
     with pytest.raises((ValueError, TypeError)):
         mce.Request.parse(data)
+
+
+# mce:mce_record as 6.1 and 6.12 print it (include/trace/events/mce.h TP_printk)
+RECORD_6_1 = ("kworker/1:1-37 [001] d..1. 60.49: mce_record: CPU: 1, MCGc/s: 100010a/0, "
+              "MC9: 9c0000000000009f, IPID: 0000000000000000, ADDR/MISC/SYND: "
+              "0000000101445000/0000000000000086/0000000000000000, RIP: 00:<0000000000000000>, "
+              "TSC: 0, PROCESSOR: 0:806f8, TIME: 1796484773, SOCKET: 0, APIC: 1")
+RECORD_6_12 = ("kworker/1:2-88 [001] ..... 60.49: mce_record: CPU: 1, MCGc/s: 100010a/0, "
+               "MC9: 9c0000000000009f, IPID: 0000000000000000, ADDR: 0000000101445000, "
+               "MISC: 0000000000000086, SYND: 0000000000000000, RIP: 00:<0000000000000000>, "
+               "TSC: 0, PPIN: 0, vendor: 0, CPUID: 806f8, time: 1796484773, socket: 0, "
+               "APIC: 1, microcode: 1")
+
+
+@pytest.mark.parametrize("line", [RECORD_6_1, RECORD_6_12])
+def test_the_kernels_record_of_a_corrected_error_is_recognised(line) -> None:
+    from mfinject.observers.mcerecord import matches
+    assert matches(line, 9, mce.CORRECTED.status, 0x101445000)
+    assert not matches(line, 9, mce.CORRECTED.status, 0x101446000)  # another page's
+    assert not matches(line, 8, mce.CORRECTED.status, 0x101445000)  # another bank's
+    assert not matches(line, 9, mce.SRAO.status, 0x101445000)  # another error
+
+
+def test_a_corrected_error_is_not_broadcast() -> None:
+    # QEMU's -b sends every other vCPU an uncorrected #MC (bank 1 VAL|UC): never for a CE
+    assert mce.Request("r5", "corrected", 0x101445000).monitor_command() == \
+        "mce 1 9 0x9c0000000000009f 0x0 0x101445000 0x86"
+
+
+def test_a_failing_stop_still_lets_the_vm_run(monkeypatch) -> None:
+    from mfinject.vm import relay
+    from mfinject.vm.qmp import QmpError
+
+    class Timeout(_Monitor):
+        def execute(self, command: str, **args: object) -> object:
+            if command == "stop":  # it may have paused the VM before timing out
+                self.seen.append(command)
+                raise QmpError("stop: no answer within 5 s")
+            return super().execute(command, **args)
+
+    mon = Timeout([_regs(0x7F2BAF788008, VICTIM.rdi, 3)])
+    req = mce.Request("r6", "srar", 0x109403000, VICTIM)
+    with pytest.raises(QmpError):
+        relay.raise_in_victim(mon, req, req.monitor_command())
+    assert mon.seen == ["stop", "cont"]

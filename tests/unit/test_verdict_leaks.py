@@ -36,6 +36,8 @@ from mfinject.expectations.evaluate import judge, with_health
 from mfinject.expectations.model import ERROR, FAIL, FLAKY, KNOWN_DEVIATION, PASS
 from mfinject.scenarios.runner import Observation, ParticipantObs
 
+from mfinject.scenarios.observation import SigbusObs
+
 from .samples import VA_A, VA_C, ao, ar, observation, participant
 
 
@@ -76,6 +78,20 @@ def _injector(**changes: object) -> ParticipantObs:
 
 def madvise_self(**a: object) -> Observation:
     return _obs("madvise-self", [_p("A", **{"sigbus": [ar()], "injection": "caller killed", **a})])
+
+
+def mce_ar_self(**a: object) -> Observation:
+    """A consumed the action-required check in its load loop (thread 1), as 6.12 does it."""
+    a = {"sigbus": [ar()], "injection": "ok", "signal_thread": "thread 1", **a}
+    return _obs("mce-ar-self", [_p("A", **a)], kernel=K6_12, badblocks=("4440 1",))
+
+
+def mce_corrected(**c: object) -> Observation:
+    """A corrected error: logged, and nothing else; B and C read their page afterwards."""
+    people = [_injector(), _p("B", mapped_after=True, access="old data"),
+              _p("C", **{"mapped_after": True, "access": "old data", "vaddr": VA_C, **c})]
+    return _obs("mce-corrected", people, kernel=K6_12, dmesg=(), hardware_corrupted_delta_kb=0,
+                path_observed="none")
 
 
 def madvise_early(**c: object) -> Observation:
@@ -210,6 +226,19 @@ def pmd_self(addr: int, lsb: int = 21) -> Observation:
 
 
 LEAKS = (
+    # machine checks: the action-required signal belongs to the consuming thread
+    Leak("13a", "mce-ar-self: the BUS_MCEERR_AR goes to A's main thread, not its load loop",
+         lambda: mce_ar_self(signal_thread="main thread"), FAIL,
+         "A thread: expected thread 1, observed main thread"),
+    Leak("13b", "mce-ar-self: killed by kill_me_now() (SI_KERNEL, no address) on 6.12",
+         lambda: mce_ar_self(sigbus=[SigbusObs("128", 0, 0, 12.0)], mapped_after=True), FAIL,
+         "A signal: expected BUS_MCEERR_AR"),
+    Leak("13c", "mce-corrected: the kernel poisons the page and signals the early mapper",
+         lambda: mce_corrected(sigbus=[ao()], mapped_after=False), FAIL,
+         "C signal: expected none"),
+    Leak("13d", "mce-corrected: the NFIT notifier records a bad range for a corrected error",
+         lambda: dataclasses.replace(mce_corrected(), badblocks=("4440 1",)), FAIL,
+         "kernel badblocks: expected none, observed 1 bad range"),
     # 4: participants were checked by their first signal only
     Leak("4a", "corrupt-pfn: C gets a second SIGBUS, lsb 0", lambda: corrupt_pfn(
         sigbus=[ao(), ao(lsb=0)]), FAIL,
@@ -347,7 +376,7 @@ BASELINES = (
     (late_access, KNOWN_DEVIATION), (file_io, KNOWN_DEVIATION),
     (badblocks_file_io, KNOWN_DEVIATION), (twice, KNOWN_DEVIATION),
     (unbind_hung, KNOWN_DEVIATION), (reflink, PASS),
-    (reflink_lost_owner, KNOWN_DEVIATION),
+    (reflink_lost_owner, KNOWN_DEVIATION), (mce_ar_self, PASS), (mce_corrected, PASS),
 )
 
 
