@@ -103,9 +103,12 @@ class FsPool:
         Not if this session reset it and nothing was injected since (the
         ledger is empty): its pages are as fresh as a reset would make them,
         and mkfs overwrites the rest. The session's first filesystem always
-        does: what an earlier session or process left is unknown.
+        does: what an earlier session or process left is unknown. And so does
+        one whose block device is gone: unbind-mounted unbinds it from its
+        driver (on 6.12 the unbind completes), and only the reset binds it
+        again.
         """
-        return self.resets == 0 or bool(ledger.poisoned())
+        return self.resets == 0 or bool(ledger.poisoned()) or not pmem.present(self.namespace)
 
     def _reset(self) -> None:
         self.namespace = pmem.reset(self.namespace)

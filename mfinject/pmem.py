@@ -275,6 +275,11 @@ def _slow(what: str) -> Iterator[None]:
             log.warning("%s took %.1f s", what, took)
 
 
+def present(ns: Namespace) -> bool:
+    """Whether the namespace's block device is there (bound to its driver)."""
+    return ns.blockdev is not None and os.path.exists(f"/dev/{ns.blockdev}")
+
+
 def badblocks(ns: Namespace) -> list[str]:
     path = Path(f"/sys/block/{ns.blockdev}/badblocks")
     if not path.exists():
