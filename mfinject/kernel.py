@@ -84,12 +84,13 @@ DEBUG_OPTIONS = ("CONFIG_PROVE_RCU", "CONFIG_KASAN_GENERIC", "CONFIG_DEBUG_VM",
 
 
 def debug_state(cfg: dict[str, str] | None = None,
-                lockdep_stats: str | None = None) -> str | None:
+                lockdep_stats: str | None = None, tainted: int | None = None) -> str | None:
     """What of a debug kernel is live now, in one line; None on a kernel without lockdep.
 
-    Lockdep turns itself off after its first report (debug_locks goes 0 in
-    /proc/lockdep_stats): the tests after it are not checked for lock order,
-    and this line says so.
+    Lockdep turns itself off after its first report, and when the kernel is
+    tainted with LOCKDEP_NOW_UNRELIABLE, as the #MC handler does (taint M):
+    debug_locks goes 0 in /proc/lockdep_stats, the tests after that are not
+    checked for lock order, and this line says so and why.
     """
     if lockdep_stats is None:
         try:
@@ -99,8 +100,10 @@ def debug_state(cfg: dict[str, str] | None = None,
     cfg = config() if cfg is None else cfg
     m = re.search(r"debug_locks:\s*(\d+)", lockdep_stats)
     locks = m is not None and m[1] == "1"
-    state = "lockdep live" if locks else \
-        "lockdep OFF (debug_locks 0: an earlier report, or a limit, turned it off)"
+    tainted = taint() if tainted is None else tainted
+    why = ("a machine check's taint (M, LOCKDEP_NOW_UNRELIABLE)" if tainted & (1 << 4)
+           else "an earlier report, or a limit")
+    state = "lockdep live" if locks else f"lockdep OFF (debug_locks 0: {why} turned it off)"
     on = [o.removeprefix("CONFIG_") for o in DEBUG_OPTIONS if (cfg or {}).get(o) == "y"]
     return f"debug kernel: {state}; " + (", ".join(on) if on else "no other debug option")
 

@@ -120,7 +120,9 @@ MCE_CORRECTED = Scenario(
 
 SRAO_SCENARIOS = (MCE, MCE_LATE_ACCESS, MCE_LATE_ONLY, MCE_FILE_IO, MCE_SHARED)
 AR_SCENARIOS = (MCE_AR_SELF, MCE_AR_LATE, MCE_AR_EARLY, MCE_AR_NORIPV_SELF)
-SCENARIOS = SRAO_SCENARIOS + AR_SCENARIOS + (MCE_CORRECTED,)
+# mce-shared last: its reflinked files end the kind's kept filesystem (and so the VM)
+SCENARIOS = (tuple(s for s in SRAO_SCENARIOS if s is not MCE_SHARED) + AR_SCENARIOS
+             + (MCE_CORRECTED, MCE_SHARED))
 # each scenario's software-injection twin, whose expectations and kernel deviations it inherits
 TWINS = {**{s.name: "corrupt-pfn" + s.name.removeprefix("mce") for s in SRAO_SCENARIOS},
          **{s.name: "madvise" + s.name.removeprefix(s.injector) for s in AR_SCENARIOS}}

@@ -67,8 +67,10 @@ def test_an_unknown_release_names_the_choices():
 
 def test_the_report_says_when_lockdep_turned_itself_off():
     cfg = {"CONFIG_PROVE_RCU": "y", "CONFIG_KASAN_GENERIC": "y", "CONFIG_DEBUG_VM": "y"}
-    live = kernel.debug_state(cfg, " lock-classes:  1234 [max: 8192]\n debug_locks:  1\n")
+    live = kernel.debug_state(cfg, " lock-classes:  1234 [max: 8192]\n debug_locks:  1\n", 0)
     assert live == "debug kernel: lockdep live; PROVE_RCU, KASAN_GENERIC, DEBUG_VM"
-    off = kernel.debug_state(cfg, " debug_locks:  0\n")
-    assert off is not None and "lockdep OFF" in off
-    assert kernel.debug_state(cfg, "") is not None and "OFF" in kernel.debug_state(cfg, "")
+    off = kernel.debug_state(cfg, " debug_locks:  0\n", 0)
+    assert off is not None and "lockdep OFF" in off and "an earlier report" in off
+    after_mce = kernel.debug_state(cfg, " debug_locks:  0\n", 1 << 4)
+    assert after_mce is not None and "machine check's taint (M" in after_mce
+    assert "OFF" in (kernel.debug_state(cfg, "", 0) or "")
