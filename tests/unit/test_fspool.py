@@ -177,5 +177,6 @@ def test_machine_check_tests_come_last_by_kind():
              _item("scn-b", "xfs")]
     got = [(i.name, i.callspec.params.get("mf_dax_fs"))
            for i in by_fs_kind(items, ["xfs", "xfs-rmapbt", "ext4"])]
-    assert got == [("scn-b", "xfs"), ("scn-b", "ext4"), ("unbind", "xfs-rmapbt"),
-                   ("mce-file-io", "xfs"), ("mce", "xfs"), ("mce", "ext4")]
+    # unbind-mounted after everything: on 7.2/7.3 its hang ends the session
+    assert got == [("scn-b", "xfs"), ("scn-b", "ext4"), ("mce-file-io", "xfs"),
+                   ("mce", "xfs"), ("mce", "ext4"), ("unbind", "xfs-rmapbt")]
