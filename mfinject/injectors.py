@@ -172,6 +172,7 @@ class MceInjector:
 
     name = "mce"
     flavour = mce.SRAO
+    ANSWER_TIMEOUT_S = mce.ANSWER_TIMEOUT_S
     MF_TIMEOUT_S = 30.0
     BADBLOCK_WAIT_S = 10.0
 
@@ -187,20 +188,42 @@ class MceInjector:
         log.info("%s: machine check %s at %#x (pfn %#x)", by.name, self.flavour.name,
                  pfn * PAGE_SIZE, pfn)
         ledger.note(pfn)
+        return self._raise(by, vaddr, pfn)
+
+    def _raise(self, by: Participant, vaddr: int | None, pfn: int,
+               victim: mce.Victim | None = None) -> Injection:
+        """Ask for the check, then wait for memory-failure's result and the bad range.
+
+        What fails in the VM's machinery (QEMU's refusal, no relay, for an
+        action-required check a victim never caught) is an InjectError: an
+        error of the run, no verdict on the kernel. With a ``victim`` that
+        died without a memory-failure line, the kernel killed it instead
+        (kill_me_now()): no hang, the expectations judge it.
+        """
         cap = KmsgCapture()
         try:
-            answer = mce.ask(self.flavour, pfn * PAGE_SIZE)
+            answer = mce.ask(self.flavour, pfn * PAGE_SIZE, self.ANSWER_TIMEOUT_S, victim)
             if not answer.ok:
-                return Injection(self.name, by.name, pfn, vaddr,
-                                 Reply(False, error=f"QEMU: {answer.error}"))
-            hung = None if wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S) else (
+                raise InjectError(f"no {self.flavour.name} machine check was raised: "
+                                  f"{answer.error}")
+            if victim is not None:
+                log.info("vCPU %d caught after %d look(s): %s", victim.cpu, answer.attempts,
+                         answer.registers)
+            ran = wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S,
+                                          gone=by if victim is not None else None)
+            hung = None if ran is not None else (
                 f"no memory-failure result for pfn {pfn:#x} within {self.MF_TIMEOUT_S:.0f} s "
-                "of the machine check QEMU took (a kernel that never ran memory_failure(), or a "
-                "machine check QEMU dropped without a word: see the kernel log's mce lines)")
+                "of the machine check QEMU took" + (
+                    " in the victim's load, and the victim lives on (in the kernel)"
+                    if victim is not None else " (a kernel that never ran memory_failure(), "
+                    "or a machine check QEMU dropped without a word: see the kernel log's "
+                    "mce lines)"))
+            if ran is False:
+                log.info("pfn %#x: the victim died without memory_failure() (kill_me_now())", pfn)
             if hung is None:
                 self._wait_for_bad_range(pfn)
         except mce.MceError as e:
-            return Injection(self.name, by.name, pfn, vaddr, Reply(False, error=str(e)))
+            raise InjectError(str(e)) from e
         finally:
             cap.close()
         return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
@@ -226,9 +249,9 @@ class MceConsumeInjector(MceInjector):
     (mfinject.mce.caught()). The kernel then queues kill_me_maybe() on the
     thread: memory_failure(pfn, MF_ACTION_REQUIRED), plus MF_MUST_KILL when
     RIPV is clear, runs on its way back to user space, as after
-    madvise(MADV_HWPOISON), minus MF_SW_SIMULATED. What fails in the VM's
-    machinery (the loop, QEMU, the relay) is an InjectError: no verdict. The rest is MceInjector's: memory-failure's line, then
-    the bad range.
+    madvise(MADV_HWPOISON), minus MF_SW_SIMULATED. The rest is
+    MceInjector's: memory-failure's line, then the bad range; a loop that
+    does not start is an InjectError too.
     """
 
     name = "mce-ar"
@@ -257,31 +280,6 @@ class MceConsumeInjector(MceInjector):
                  by.name, self.flavour.name, pfn * PAGE_SIZE, pfn, mce.MCE_CPU)
         ledger.note(pfn)
         return self._raise(by, vaddr, pfn, victim)
-
-    def _raise(self, by: Participant, vaddr: int, pfn: int, victim: mce.Victim) -> Injection:
-        cap = KmsgCapture()
-        try:
-            answer = mce.ask(self.flavour, pfn * PAGE_SIZE, self.ANSWER_TIMEOUT_S, victim)
-            if not answer.ok:  # the VM's machinery, not the kernel: an error, no verdict
-                raise InjectError(f"no action-required machine check was raised: {answer.error}")
-            log.info("vCPU %d caught after %d look(s): %s", victim.cpu, answer.attempts,
-                     answer.registers)
-            ran = wait_for_memory_failure(cap, pfn, self.MF_TIMEOUT_S, gone=by)
-            hung = None
-            if ran is None:
-                hung = (f"no memory-failure result for pfn {pfn:#x} within "
-                        f"{self.MF_TIMEOUT_S:.0f} s of the action-required machine check QEMU "
-                        "took in the victim's load, and the victim lives on (in the kernel)")
-            elif not ran:
-                log.info("pfn %#x: the victim died without memory_failure() (kill_me_now())", pfn)
-            if hung is None:
-                self._wait_for_bad_range(pfn)
-        except mce.MceError as e:
-            raise InjectError(str(e)) from e
-        finally:
-            cap.close()
-        return Injection(self.name, by.name, pfn, vaddr, Reply(True, value=answer.command),
-                         hung=hung)
 
 
 class MceConsumeNoRipvInjector(MceConsumeInjector):

@@ -61,6 +61,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mfinject import hwinject
 from mfinject.errors import MfinjectError
 
 ENV_DIR = "MFINJECT_MCE_DIR"  # set in the guest by mfinject.vm.guest
@@ -208,7 +209,6 @@ def relay_dir(namespace: str | None = None) -> Path:
     if not d or not Path(d).is_dir():
         here = ""
         if namespace is not None:
-            from mfinject import hwinject
             here = "; this machine: " + "; ".join(str(a) for a in hwinject.discover(namespace))
         raise MceError("machine-check injection needs the host's QEMU monitor: run the suite "
                        "in the VM (`mfinject vm`); on real pmem the suite does not inject "

@@ -41,6 +41,7 @@ class CrashAttempt:
     first_line: str  # the first line of trouble on the console, or ""
     why: str
     accel: str = "tcg"  # what ran the guest: kvm or tcg
+    rip: str = ""  # the function the oops's RIP line names, or "" (none seen)
 
     def describe(self) -> str:
         return (f"boot {self.boot + 1}: {self.why} ({self.first_line or 'no panic line'}; "
@@ -62,9 +63,11 @@ class KnownCrash:
     kernel_defect: bool = False
     scenarios: frozenset[str] | None = None
     filesystems: frozenset[str] | None = None
+    rip: str | None = None  # the function the oops must be in (CrashAttempt.rip)
 
     def matches(self, attempt: CrashAttempt, release: str) -> bool:
         return bool(re.search(self.signature, attempt.first_line)) and \
+            (self.rip is None or attempt.rip == self.rip) and \
             self.kernels.holds(Version.parse(release)) and self.accel in (attempt.accel, "any") \
             and (self.scenarios is None or attempt.scenario in self.scenarios) \
             and (self.filesystems is None or attempt.fs in self.filesystems)
@@ -94,7 +97,7 @@ KNOWN_CRASHES: tuple[KnownCrash, ...] = (
         Source("commit 16900426586d", "fsdax: introduce page->share for fsdax in reflink mode",
                "v6.2"),
         accel="any", kernel_defect=True, scenarios=_SHARED,
-        filesystems=frozenset({"xfs", "xfs-daxinode"})),
+        filesystems=frozenset({"xfs", "xfs-daxinode"}), rip="dax_lock_folio"),
     KnownCrash(
         "tcg-int3-text-patching", r"Oops: int3",
         KernelRange(Version.parse("7.3"), Version.parse("7.4")),

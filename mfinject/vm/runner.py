@@ -519,8 +519,10 @@ def _after_crash(outcome: BootOutcome, attempt: int, state: _Boots, results_dir:
                                              first or "", outcome.why, accel))
             outcomes.save_crashes(results_dir, release, state.attempts, state.deaths)
         return state.boot_failures <= MAX_BOOT_FAILURES
+    rip = RIP.search(tail)
     state.attempts.append(CrashAttempt(running.nodeid, running.scenario, running.fs, attempt,
-                                       outcome.console, first or "", outcome.why, accel))
+                                       outcome.console, first or "", outcome.why, accel,
+                                       rip[1] if rip else ""))
     outcomes.save_crashes(results_dir, release, state.attempts, state.deaths)
     tries = sum(a.nodeid == running.nodeid for a in state.attempts)
     sig = crash_signature(first, tail)

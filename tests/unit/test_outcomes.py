@@ -195,25 +195,32 @@ _KASAN_NULL = ("[  354.914878] Oops: general protection fault, probably for non-
                "address 0xdffffc0000000000: 0000 [#1] PREEMPT SMP KASAN NOPTI")
 
 
-@pytest.mark.parametrize(("scenario", "fs", "release", "verdict", "first"), [
-    ("corrupt-pfn-shared", "xfs", "6.12.118+deb13-amd64", "known-deviation", _NULL_1),
-    ("corrupt-pfn-reflink", "xfs", "6.12.118-mfinject-debug", "known-deviation", _KASAN_NULL),
+_DLF = "dax_lock_folio"  # the RIP line of both
+
+
+@pytest.mark.parametrize(("scenario", "fs", "release", "verdict", "first", "rip"), [
+    ("corrupt-pfn-shared", "xfs", "6.12.118+deb13-amd64", "known-deviation", _NULL_1, _DLF),
+    ("corrupt-pfn-reflink", "xfs", "6.12.118-mfinject-debug", "known-deviation", _KASAN_NULL, _DLF),
     # the KASAN fault elsewhere, or another general protection fault: a crash
-    ("corrupt-pfn", "xfs", "6.12.118-mfinject-debug", "crashed", _KASAN_NULL),
+    ("corrupt-pfn", "xfs", "6.12.118-mfinject-debug", "crashed", _KASAN_NULL, _DLF),
     ("corrupt-pfn-reflink", "xfs", "6.12.118-mfinject-debug", "crashed",
-     _KASAN_NULL.replace("0xdffffc0000000000", "0xdffffc0000000042")),
-    ("madvise-shared", "xfs-daxinode", "6.12.118+deb13-amd64", "known-deviation", _NULL_1),
+     _KASAN_NULL.replace("0xdffffc0000000000", "0xdffffc0000000042"), _DLF),
+    # KASAN's fault at address 0..7 is any NULL dereference: in another function, a crash
+    ("corrupt-pfn-reflink", "xfs", "6.12.118-mfinject-debug", "crashed", _KASAN_NULL,
+     "xfs_dax_notify_failure"),
+    ("corrupt-pfn-shared", "xfs", "6.12.118+deb13-amd64", "crashed", _NULL_1, ""),
+    ("madvise-shared", "xfs-daxinode", "6.12.118+deb13-amd64", "known-deviation", _NULL_1, _DLF),
     # where it was not seen, or not that scenario, or not the generic path: a crash
-    ("corrupt-pfn-shared", "xfs", "7.3.4+deb13-amd64", "crashed", _NULL_1),
-    ("corrupt-pfn-shared", "xfs-rmapbt", "6.12.118+deb13-amd64", "crashed", _NULL_1),
-    ("corrupt-pfn", "xfs", "6.12.118+deb13-amd64", "crashed", _NULL_1),
+    ("corrupt-pfn-shared", "xfs", "7.3.4+deb13-amd64", "crashed", _NULL_1, _DLF),
+    ("corrupt-pfn-shared", "xfs-rmapbt", "6.12.118+deb13-amd64", "crashed", _NULL_1, _DLF),
+    ("corrupt-pfn", "xfs", "6.12.118+deb13-amd64", "crashed", _NULL_1, _DLF),
 ])
 def test_the_612_oops_on_a_shared_page_is_a_known_deviation_only_where_seen(
-        scenario, fs, release, verdict, first):
+        scenario, fs, release, verdict, first, rip):
     from mfinject.vm import outcomes
     node = f"tests/kernel/test_scenarios.py::test_scenario[{fs}-{scenario}]"
     a = outcomes.CrashAttempt(node, scenario, fs, 0, "console.log", first, "guest crashed",
-                              "tcg")
+                              "tcg", rip)
     (row,) = outcomes.fold([], [a], release)
     assert row.verdict == verdict
     if verdict == "known-deviation":
