@@ -20,6 +20,24 @@ class UndoError(MfinjectError):
     pass
 
 
+MODPROBE_TIMEOUT_S = 60.0  # a module's init or exit can hang in the kernel under test
+
+
+def _modprobe(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["modprobe", *args], capture_output=True, text=True, check=False,
+                              timeout=MODPROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise UndoError(f"modprobe {' '.join(args)} did not return within "
+                        f"{MODPROBE_TIMEOUT_S:.0f} s") from None
+
+
+def _unload(module: str) -> None:
+    proc = _modprobe("-r", module)
+    if proc.returncode != 0:
+        raise UndoError(f"modprobe -r {module} failed: {proc.stderr.strip()}")
+
+
 class UndoStack:
     def __init__(self) -> None:
         self._stack: list[tuple[str, Callable[[], None]]] = []
@@ -41,11 +59,10 @@ class UndoStack:
     def modprobe(self, module: str) -> None:
         if Path(f"/sys/module/{module}").exists():
             return
-        proc = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
+        proc = _modprobe(module)
         if proc.returncode != 0:
             raise UndoError(f"modprobe {module} failed: {proc.stderr.strip()}")
-        self.push(f"rmmod {module}",
-                  lambda: subprocess.run(["modprobe", "-r", module], check=False))
+        self.push(f"rmmod {module}", lambda: _unload(module))
 
     def __enter__(self) -> UndoStack:
         return self

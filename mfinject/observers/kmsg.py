@@ -94,12 +94,12 @@ class KmsgCapture:
 
     def __init__(self) -> None:
         self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        # read to the end rather than seek there (SEEK_END): the last record
-        # read gives the sequence number the capture starts from
-        start = Cursor()
-        for rec in self._records(start):
-            start.saw(rec)
-        self._seq = Cursor(start.next_seq)
+        # Start after the last record (SEEK_END), rather than read the whole log to
+        # learn its sequence number: that read grew with the session's log and cost
+        # 0.13 s per test under TCG (6.8 s of a 51-test run). The first record read
+        # gives the sequence number; a loss before it shows as EPIPE (count unknown).
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._seq = Cursor()
 
     @property
     def lost(self) -> list[Lost]:

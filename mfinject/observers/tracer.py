@@ -85,10 +85,42 @@ class TraceeLog:
     threads: dict[int, bool] = field(default_factory=dict)
     # threads whose SIGBUS is recorded but not delivered (Tracer.keep_alive)
     keep: set[int] = field(default_factory=set)
+    # a signal it neither catches nor ignores was delivered: its exit is coming
+    dying: bool = False
 
     @property
     def alive(self) -> bool:
         return self.exit_status is None
+
+
+# signal(7): the signals whose default action ends the process ("Term" or "Core")
+FATAL_BY_DEFAULT = frozenset({
+    signal.SIGBUS, signal.SIGSEGV, signal.SIGKILL, signal.SIGTERM, signal.SIGABRT,
+    signal.SIGILL, signal.SIGFPE, signal.SIGQUIT, signal.SIGINT, signal.SIGHUP})
+
+
+def _mask(status: str, key: str) -> int:
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return int(value.strip(), 16)
+    return 0
+
+
+def _handled(tid: int, sig: int) -> bool:
+    """Whether thread ``tid`` catches or ignores ``sig`` (proc(5): SigCgt, SigIgn)."""
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            status = f.read()
+    except OSError:
+        return False
+    return bool((_mask(status, "SigCgt") | _mask(status, "SigIgn")) & (1 << (sig - 1)))
+
+
+def deliverable_pending(status: str) -> int:
+    """The signals queued for a thread and not blocked, from its /proc/PID/task/TID/status
+    (proc(5): SigPnd, thread-directed; ShdPnd, process-wide; SigBlk, blocked)."""
+    return (_mask(status, "SigPnd") | _mask(status, "ShdPnd")) & ~_mask(status, "SigBlk")
 
 
 class Tracer:
@@ -185,18 +217,54 @@ class Tracer:
         entry.signals.append(ev)
         log.info("pid %d (thread %d) got %s %s addr=%#x lsb=%d%s", entry.pid, tid, ev.signal_name,
                  ev.code_name, ev.addr, ev.addr_lsb, "" if ev.delivered else " (suppressed)")
+        if ev.delivered and sig in FATAL_BY_DEFAULT and not _handled(tid, sig):
+            entry.dying = True
         ptrace(PTRACE_CONT, tid, 0, sig if ev.delivered else 0)
 
     def settle(self, quiet_s: float, limit_s: float) -> None:
-        """Pump until nothing has happened for ``quiet_s`` (at most ``limit_s``)."""
+        """Pump until nothing has happened for ``quiet_s`` and no live tracee has a
+        signal queued that it has not taken yet (at most ``limit_s``).
+
+        The signals memory-failure sends are queued before the call that injects
+        returns (kill_procs() runs inside memory_failure(); the machine-check
+        injectors return after memory-failure's result line): a thread that has
+        one pending has not reached its signal-delivery-stop yet, however long
+        the quiet. So the quiet can be short; it covers what is not queued yet.
+        A tracee sent a signal that ends it is waited for until its exit is seen.
+        """
         deadline = time.monotonic() + limit_s
         last = time.monotonic()
         while time.monotonic() < deadline:
             if self.pump():
                 last = time.monotonic()
-            elif time.monotonic() - last >= quiet_s:
-                return
+            elif time.monotonic() - last >= quiet_s and not self.signals_pending() \
+                    and not any(e.alive and e.dying for e in self.tracees.values()):
+                # a signal taken between that pump and the look at /proc is a stop
+                # now, which waitpid() sees: pump once more before calling it quiet
+                if not self.pump():
+                    return
+                last = time.monotonic()
             time.sleep(0.005)
+
+    def signals_pending(self) -> list[str]:
+        """The live tracees' threads with a deliverable signal queued, as "pid/tid: mask"."""
+        found = []
+        for entry in self.tracees.values():
+            if not entry.alive:
+                continue
+            try:
+                tids = os.listdir(f"/proc/{entry.pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{entry.pid}/task/{tid}/status") as f:
+                        mask = deliverable_pending(f.read())
+                except OSError:
+                    continue  # gone: its exit is the tracer's to see
+                if mask:
+                    found.append(f"{entry.pid}/{tid}: {mask:#x}")
+        return found
 
     def kill_all(self) -> None:
         for entry in self.tracees.values():

@@ -38,7 +38,10 @@ __all__ = ["FILL", "NotMeaningful", "Observation", "ParticipantObs", "ScenarioEr
 
 FILE_SIZE = 2 << 20
 FILL = 0x5A  # every byte of the scenario file
-SETTLE_QUIET_S = 0.5
+# After an injection, an access or a probe: nothing new for this long, and no
+# participant's thread with a signal still queued (Tracer.settle). 0.5 s until
+# the pending check: 0.5 s of every test, whose signals had all come within ms.
+SETTLE_QUIET_S = 0.1
 SETTLE_LIMIT_S = 10.0
 PTE_WINDOW_PAGES = 8     # a PTE mapper's window
 MAX_OFFSET_PAGE = 64     # its first file page is drawn from [1, MAX_OFFSET_PAGE)

@@ -182,9 +182,10 @@ def test_what_the_row_holds_is_told_by_identity_not_by_position():
 
 class _FakeOs:
     """The os module as kmsg sees it: /dev/kmsg hands out ``script`` (bytes, or an
-    OSError to raise), then EAGAIN."""
+    OSError to raise), then EAGAIN. What comes before the script's first EAGAIN is
+    the log before the capture: lseek(SEEK_END) goes past it, as the kernel's does."""
 
-    O_RDONLY, O_NONBLOCK = os.O_RDONLY, os.O_NONBLOCK
+    O_RDONLY, O_NONBLOCK, SEEK_END = os.O_RDONLY, os.O_NONBLOCK, os.SEEK_END
 
     def __init__(self, *script):
         self.script = list(script)
@@ -197,6 +198,12 @@ class _FakeOs:
         if isinstance(item, OSError):
             raise item
         return item
+
+    def lseek(self, fd, pos, how):
+        assert (pos, how) == (0, os.SEEK_END)
+        if AGAIN in self.script:
+            del self.script[:self.script.index(AGAIN) + 1]
+        return 0
 
     def close(self, fd):
         pass
@@ -211,10 +218,11 @@ AGAIN, PIPE = OSError(errno.EAGAIN, "again"), OSError(errno.EPIPE, "broken pipe"
 
 def test_overwritten_records_are_counted_from_the_sequence_numbers(monkeypatch):
     # the capture starts after 11; 12-14 were overwritten before the test read them
-    monkeypatch.setattr(kmsg, "os", _FakeOs(_raw(10), _raw(11), AGAIN, PIPE, _raw(15), _raw(16)))
+    monkeypatch.setattr(kmsg, "os", _FakeOs(_raw(10), _raw(11), AGAIN, _raw(12), PIPE, _raw(15),
+                                          _raw(16)))
     cap = KmsgCapture()
-    assert [r.seq for r in cap.read()] == [15, 16]
-    assert cap.lost == [Lost(12, 3)]
+    assert [r.seq for r in cap.read()] == [12, 15, 16]
+    assert cap.lost == [Lost(13, 2)]
     assert Lost(12, 3).describe() == "3 kernel log records lost (seq 12-14)"
 
 

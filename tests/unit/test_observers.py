@@ -71,3 +71,19 @@ def test_ftrace_pmd_fault_results():
          python-276 [001] ..... 31.13: dax_pmd_fault_done: dev 259:0 ino 0x1004 shared WRITE|USER address 0x7f929b800000 vm_start 0x7f929b800000 vm_end 0x7f929ba00000 pgoff 0x0 max_pgoff 0x200 NOPAGE
 """
     assert parse_pmd_faults(text) == [(0x7FE97A400000, "FALLBACK"), (0x7F929B800000, "NOPAGE")]
+
+
+def test_kmsg_capture_starts_at_the_end_of_the_log():
+    """On this host's kernel: nothing logged before the capture is read back."""
+    import os
+    import time
+
+    from mfinject.observers.kmsg import capture
+    if not os.access("/dev/kmsg", os.R_OK):
+        import pytest
+        pytest.skip("/dev/kmsg is not readable: run the unit tests as root")
+    opened_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    with capture() as cap:
+        records = cap.read()
+    assert all(r.usec >= opened_us - 1_000_000 for r in records), records[:3]
+    assert cap.lost == []

@@ -23,6 +23,7 @@ def test_a_kept_thread_records_its_sigbus_and_lives_on():
     with cast(tracer) as people:
         p = people["T"] = Participant("T", tracer, timeout_s=10)
         tracer.keep_alive(p.pid, p.pid)
+        p.call("mce_kill_get")  # serving: its SIGBUS is at SIG_DFL, faulthandler off
         os.kill(p.pid, signal.SIGBUS)
         assert p.call("mce_kill_get") is not None  # still answering
         (ev,) = [e for e in p.log.signals if e.signo == signal.SIGBUS]
@@ -34,7 +35,33 @@ def test_sigbus_of_any_other_thread_is_delivered():
     tracer = Tracer()
     with cast(tracer) as people:
         p = people["T"] = Participant("T", tracer, timeout_s=10)
+        p.call("mce_kill_get")  # serving: its SIGBUS is at SIG_DFL, faulthandler off
         os.kill(p.pid, signal.SIGBUS)
         assert p.request("mce_kill_get") is None  # died
         assert p.log.exit_status == -signal.SIGBUS
         assert [e.delivered for e in p.log.signals if e.signo == signal.SIGBUS] == [True]
+
+
+def test_settle_waits_for_a_queued_signal_whatever_the_quiet():
+    """A signal queued before settle() is taken before it returns, even with no quiet at
+    all: the tracee's SigPnd/ShdPnd say it has not reached its delivery-stop yet."""
+    tracer = Tracer()
+    with cast(tracer) as people:
+        p = people["T"] = Participant("T", tracer, timeout_s=10)
+        p.call("mce_kill_get")  # serving: its SIGBUS is at SIG_DFL, faulthandler off
+        os.kill(p.pid, signal.SIGBUS)
+        tracer.settle(0.0, 10.0)
+        assert [e.signo for e in p.log.signals] == [signal.SIGBUS]
+        assert tracer.signals_pending() == []
+        # delivered, and SIGBUS ends it: settle waited for the exit too
+        assert p.log.exit_status == -signal.SIGBUS
+
+
+def test_pending_signals_read_from_proc_status():
+    from mfinject.observers.tracer import deliverable_pending
+    status = ("Name:\tpython3\nSigQ:\t1/94\nSigPnd:\t0000000000000080\n"
+              "ShdPnd:\t0000000000000100\nSigBlk:\t0000000000000100\nSigIgn:\t0\n")
+    assert deliverable_pending(status) == 0x80  # SIGBUS (7) queued; SIGKILL's bit blocked
+    assert deliverable_pending(status.replace("SigBlk:\t0000000000000100",
+                                              "SigBlk:\t0000000000000000")) == 0x180
+    assert deliverable_pending("Name:\tx\n") == 0
