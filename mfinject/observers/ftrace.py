@@ -37,6 +37,11 @@ FUNCTIONS = (
     "dax_lock_page",
     "dax_lock_folio",
 )
+# Where a function lives when it is not in the kernel image: tried when its module
+# appears in /proc/modules. The others are tried once, at the start: a function
+# a kernel does not have (dax_lock_folio before 6.6, dax_lock_page from 6.6) is
+# not tried again at every module load, each try re-patching kernel text.
+MODULE_OF = {"xfs_dax_notify_failure": "xfs"}
 # The filesystem's handler ran and the generic fallback did not: XFS without
 # rmapbt also enters xfs_dax_notify_failure(), returns -EOPNOTSUPP, and then
 # the generic path runs.
@@ -126,19 +131,19 @@ class FunctionTrace:
         return self
 
     def _add_missing(self) -> None:
-        """Functions of modules loaded since (xfs.ko, ext4.ko) join the filter now.
+        """Functions of modules loaded since (xfs.ko) join the filter now.
 
-        Only when /proc/modules changed, and in one open of set_ftrace_filter:
-        the kernel applies the filter, re-patching kernel text, when the file
-        is closed (ftrace_regex_release()), which costs about half a second
-        under TCG; an open per function cost 6.6 s of a 6-test 6.1 run.
+        Only when a module they live in appeared (:func:`to_try`), and in one
+        open of set_ftrace_filter: the kernel applies the filter, re-patching
+        kernel text, when the file is closed (ftrace_regex_release()), which
+        costs about half a second under TCG; an open per function cost 6.6 s
+        of a 6-test 6.1 run, and a retry at every module load (dm_delay, loop,
+        ext4) a second each.
         """
         modules = frozenset(line.split(" ", 1)[0]
                             for line in Path("/proc/modules").read_text().splitlines())
-        if modules == self._modules:
-            return
+        missing = to_try(FUNCTIONS, self.functions, self._modules, modules)
         self._modules = modules
-        missing = [fn for fn in FUNCTIONS if fn not in self.functions]
         self.functions += _append(self.inst / "set_ftrace_filter", missing)
         if self.functions and not self.available:
             self.available = _write(self.inst / "current_tracer", "function")
@@ -184,6 +189,15 @@ def trace_injection(session: FunctionTrace | None = None) -> Iterator[Trace]:
         return
     with function_trace() as ft, ft.capture() as trace:
         yield trace
+
+
+def to_try(wanted: tuple[str, ...], have: list[str], modules_before: frozenset[str] | None,
+           modules_now: frozenset[str]) -> list[str]:
+    """The functions to add to the filter: at the start (``modules_before`` None) all
+    not there yet; later, those whose module (MODULE_OF) appeared since."""
+    new = modules_now - (modules_before or frozenset())
+    return [fn for fn in wanted if fn not in have
+            and (modules_before is None or MODULE_OF.get(fn) in new)]
 
 
 def _append(path: Path, functions: list[str]) -> list[str]:

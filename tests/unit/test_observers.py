@@ -87,3 +87,16 @@ def test_kmsg_capture_starts_at_the_end_of_the_log():
         records = cap.read()
     assert all(r.usec >= opened_us - 1_000_000 for r in records), records[:3]
     assert cap.lost == []
+
+
+def test_ftrace_filter_retries_a_function_only_when_its_module_appears():
+    from mfinject.observers.ftrace import FUNCTIONS, to_try
+    start = frozenset({"nd_pmem"})
+    assert to_try(FUNCTIONS, [], None, start) == list(FUNCTIONS)
+    have = [fn for fn in FUNCTIONS if fn not in ("xfs_dax_notify_failure", "dax_lock_folio")]
+    # ext4 (and dm_delay) loaded: nothing of theirs is wanted; dax_lock_folio, absent
+    # from 6.1's image, is not tried again
+    assert to_try(FUNCTIONS, have, start, start | {"ext4", "jbd2", "dm_delay"}) == []
+    assert to_try(FUNCTIONS, have, start, start | {"xfs"}) == ["xfs_dax_notify_failure"]
+    assert to_try(FUNCTIONS, have + ["xfs_dax_notify_failure"], start | {"xfs"},
+                  start | {"xfs", "loop"}) == []
