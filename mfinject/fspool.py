@@ -67,6 +67,7 @@ class FsPool:
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
     resets: int = 0  # namespace resets this session
+    spares: list[str] = field(default_factory=list)  # namespaces to move to, in order
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def acquire(self, kind: fs.FsKind) -> fs.Mount:
@@ -95,6 +96,22 @@ class FsPool:
         """Nothing mounted, every page fresh: for a test that formats the device itself."""
         self.release()
         self._reset()
+        return self.namespace
+
+    def move_to_spare(self) -> pmem.Namespace | None:
+        """Leave the namespace for the next spare (None: there is none left).
+
+        For bad blocks nothing in the machine clears (a machine check's: see
+        mfinject.hooks.request_fresh_boot): a new filesystem on them could
+        hold them as metadata. The spare is put in fsdax mode and gets a reset
+        before its first filesystem, as the session's first namespace does.
+        """
+        self.release()
+        if not self.spares:
+            return None
+        name = self.spares.pop(0)
+        self.namespace = pmem.ensure_fsdax(pmem.lookup(name), may_reconfigure=True)
+        self.resets = 0
         return self.namespace
 
     def needs_reset(self) -> bool:

@@ -28,7 +28,7 @@ from mfinject.report import table
 T = TypeVar("T")
 
 
-def _progress(line: str) -> None:
+def progress(line: str) -> None:
     """One line for the host's progress display (the VM runner sets MFINJECT_PROGRESS)."""
     path = os.environ.get("MFINJECT_PROGRESS")
     if path:
@@ -84,10 +84,10 @@ def pytest_report_header(config: pytest.Config) -> str:
     s = settings(config)
     line = (f"mfinject: race seed {s.race_seed} ({s.race_iterations} iterations "
             "per race; reproduce with --mfinject-seed)")
-    _progress(line)  # the host's progress display shows it too
+    progress(line)  # the host's progress display shows it too
     debug = kernel.debug_state()
     if debug:
-        _progress(f"mfinject: {debug}")
+        progress(f"mfinject: {debug}")
         line += f"\nmfinject: {debug}"
     return line
 
@@ -170,7 +170,7 @@ def request_fresh_boot(item: pytest.Item, why: str) -> None:
         return
     item.config.stash[FRESH_BOOT_KEY] = why
     item.session.shouldstop = why
-    _progress(f"asking for a fresh VM: {why}")
+    progress(f"asking for a fresh VM: {why}")
 
 
 def _check_device(session: pytest.Session) -> None:
@@ -196,7 +196,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     _check_device(session)
     recorder(session.config).collect(session.items)
-    _progress(f"collected {len(session.items)} tests")
+    progress(f"collected {len(session.items)} tests")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -222,13 +222,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     item.stash[NEXT_ITEM_KEY] = nextitem
-    _progress(f"running {item.nodeid} scenario={subject_of(item)} fs={fs_of(item)}")
+    progress(f"running {item.nodeid} scenario={subject_of(item)} fs={fs_of(item)}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when != "call" and report.failed):
         outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
-        _progress(f"{outcome} {report.nodeid} ({report.when}, {report.duration:.1f} s)")
+        progress(f"{outcome} {report.nodeid} ({report.when}, {report.duration:.1f} s)")
 
 
 KERNEL_HUNG_KEY = pytest.StashKey[str]()
@@ -256,7 +256,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     rec.end(HUNG_EXIT, why=f"{item.nodeid} left a task hung in the kernel")
     msg = (f"mfinject: {item.nodeid} left a task hung in the kernel ({why}); ending the "
            "session without teardown. The kernel needs a reboot before more tests.")
-    _progress(msg)
+    progress(msg)
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
     sys.stdout.flush()
@@ -280,12 +280,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             else pytest.ExitCode.OK
     line = nothing_ran(rec.rows())
     if line is not None:
-        _progress(line)
+        progress(line)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = NOTHING_RAN
     debug = kernel.debug_state()
     if debug:  # still live at the end: every test was checked for lock order
-        _progress(f"mfinject: at the end: {debug}")
+        progress(f"mfinject: at the end: {debug}")
     rec.end(int(session.exitstatus), why=_why_ended(session))
 
 

@@ -42,6 +42,11 @@ OPTIONS = (
     Option("mfinject_disposable", "MFINJECT_DISPOSABLE",
            "the designated device holds nothing of value: allow reconfiguring its namespace "
            "and overwriting an existing filesystem", flag=True),
+    Option("mfinject_spare_devices", "MFINJECT_SPARE_DEVICES",
+           "more namespaces, comma-separated, that the suite moves to when the one in use is "
+           "left with bad blocks nothing in the machine clears (a machine check's); each is "
+           "reconfigured and formatted like the designated device, so only with "
+           "--mfinject-disposable"),
     Option("mfinject_results", "MFINJECT_RESULTS", "directory for results.json"),
     Option("mfinject_require_pmem", "MFINJECT_REQUIRE_PMEM",
            "fail instead of skipping when no pmem is usable (also on when CI=true)", flag=True),
@@ -213,6 +218,7 @@ class Settings:
     custom_fs: fs.FsKind | None = None  # --mfinject-mkfs-options: the user's own kind
     fresh_fs: bool = False  # a new filesystem for every test (--mfinject-fresh-fs)
     shard: tuple[int, int] | None = None  # (K, N): part K of N (--mfinject-shard)
+    spares: tuple[str, ...] = ()  # --mfinject-spare-devices, in order of use
 
     def fs_kinds(self) -> dict[str, fs.FsKind]:
         """The filesystem kinds of this session: fs.FS_KINDS, then the custom one."""
@@ -220,13 +226,29 @@ class Settings:
         return {**fs.FS_KINDS, **custom}
 
 
+def _spares(raw: Raw | None, device: str | None, disposable: bool) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    names = tuple(n.strip() for n in raw.value.split(",") if n.strip())
+    if names and not disposable:
+        raise pytest.UsageError(f"{raw.given_as}: spare namespaces are reconfigured and "
+                                "formatted: pass --mfinject-disposable too")
+    if device is not None and device in names or len(set(names)) != len(names):
+        raise pytest.UsageError(f"{raw.given_as}: name each spare once, and not the designated "
+                                f"device ({device})")
+    return names
+
+
 def read(config: pytest.Config) -> Settings:
     """The session's settings; raises pytest.UsageError for a value it cannot use."""
     device = _raw(config, BY_NAME["mfinject_device"])
     results = _raw(config, BY_NAME["mfinject_results"])
+    disposable = _flag(config, "mfinject_disposable")
+    designated = (device.value.strip() or None) if device else None
     return Settings(
-        device=(device.value.strip() or None) if device else None,
-        disposable=_flag(config, "mfinject_disposable"),
+        device=designated,
+        disposable=disposable,
+        spares=_spares(_raw(config, BY_NAME["mfinject_spare_devices"]), designated, disposable),
         results_dir=Path(results.value.strip()) if results and results.value.strip() else None,
         require_pmem=_flag(config, "mfinject_require_pmem") or truthy(os.environ.get("CI")),
         race_seed=_seed(_raw(config, BY_NAME["mfinject_seed"])),

@@ -18,6 +18,7 @@ option                         ini                       environment
 =============================  ========================  ========================
 --mfinject-device=DEV          mfinject_device           MFINJECT_DEVICE
 --mfinject-disposable          mfinject_disposable       MFINJECT_DISPOSABLE=1
+--mfinject-spare-devices=NS    mfinject_spare_devices    MFINJECT_SPARE_DEVICES
 --mfinject-results=DIR         mfinject_results          MFINJECT_RESULTS
 --mfinject-require-pmem        mfinject_require_pmem     MFINJECT_REQUIRE_PMEM=1
 --mfinject-seed=N|random       mfinject_seed             MFINJECT_SEED

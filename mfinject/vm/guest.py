@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -19,17 +20,21 @@ from pathlib import Path
 from mfinject import mce
 
 
-def _first_namespace() -> str | None:
+def namespaces() -> list[str]:
+    """The VM's namespaces, namespace0.0 first (natural order: namespace10.0 after 9.0)."""
     try:
         out = subprocess.run(["ndctl", "list", "-N", "-i"], capture_output=True, text=True,
                              timeout=60, check=False).stdout
     except FileNotFoundError:
-        return None
+        return []
     data = json.loads(out) if out.strip() else []
     if isinstance(data, dict):
         data = [data]
-    names = sorted(ns["dev"] for ns in data if "dev" in ns)
-    return names[0] if names else None
+    return sorted((ns["dev"] for ns in data if "dev" in ns), key=_natural)
+
+
+def _natural(name: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", name))
 
 
 # The device a pmem owner's command names (README.md); the VM's namespace plays it.
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             from mfinject.vm import shares
             for line in shares.guest_setup(args.shares):
                 logf.write(f"guest: {line}\n")
-        ns = _first_namespace()
+        found = namespaces()
+        ns, spares = (found[0], found[1:]) if found else (None, [])
         if ns is None:
             logf.write("guest: no pmem namespace in the VM (ndctl list -N is empty): "
                        "the emulated NVDIMM did not come up\n")
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ),
+               *( [f"--mfinject-spare-devices={','.join(spares)}"] if spares else [] ),
                *(["-p", "mfinject.vm.planted"] if os.environ.get("MFINJECT_PLANT_CRASH") else []),
                *args.pytest_args]
         if not args.command:

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 GUEST_MEMORY = "2G"
 NVDIMM_SIZE = "1G"
+# NVDIMMs beside the designated one. A machine check leaves a bad range that
+# nothing in the guest clears: the next filesystem kind's tests move to a spare
+# instead of a new VM (one per kind, and one for the test after the last kind).
+SPARE_NVDIMMS = 6
 KVM_PROBE_TIMEOUT_S = 60.0
 KVM_FIRST_OUTPUT_S = 12.0  # no kernel output by then under KVM: hung (wait_for_boot)
 # a ceiling on one kernel's whole run: hangs are caught per test (test_timeout_s);
@@ -167,7 +171,7 @@ def vng_env() -> dict[str, str]:
 
 def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem: str,
                 image: Path, shares_args: tuple[str, ...] = (),
-                qmp: Path | None = None) -> list[str]:
+                qmp: Path | None = None, spares: tuple[Path, ...] = ()) -> list[str]:
     cmd = [vng_path()]
     if accel == "tcg":
         cmd.append("--disable-kvm")
@@ -176,11 +180,7 @@ def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem:
             str(VM_CPUS), f"--rwdir={rwdir}", *shares_args]
     extra = qemu_machine_check_opts(accel, qmp)
     if pmem == "nfit":
-        cmd.append(
-            "--qemu-opts=-machine nvdimm=on -m 2G,slots=2,maxmem=6G "
-            f"-object memory-backend-file,id=nv0,share=on,mem-path={image},size={NVDIMM_SIZE} "
-            f"-device nvdimm,id=nvdimm0,memdev=nv0 -no-reboot{extra}"
-        )
+        cmd.append(f"--qemu-opts={nvdimm_opts((image, *spares))} -no-reboot{extra}")
     elif pmem == "memmap":
         # 512 MiB of guest RAM starting at 1 GiB becomes a legacy e820 pmem region
         cmd += ["--append", "memmap=512M!1G", f"--qemu-opts=-no-reboot{extra}"]
@@ -192,6 +192,24 @@ def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem:
     cmd += ["--append", "panic=-1 oops=panic" + (" pti=off" if accel == "tcg" else ""),
             "--exec", exec_cmd]
     return cmd
+
+
+def nvdimm_opts(images: tuple[Path, ...]) -> str:
+    """QEMU's options for one NVDIMM per image, each a label-less region whose one
+    namespace the guest sees as namespaceN.0 (the first is the designated device,
+    the others its spares: mfinject.fspool.FsPool.move_to_spare)."""
+    devices = " ".join(
+        f"-object memory-backend-file,id=nv{i},share=on,mem-path={img},size={NVDIMM_SIZE} "
+        f"-device nvdimm,id=nvdimm{i},memdev=nv{i}" for i, img in enumerate(images))
+    gib = int(NVDIMM_SIZE.removesuffix("G"))
+    return (f"-machine nvdimm=on -m {GUEST_MEMORY},slots={len(images) + 1},"
+            f"maxmem={int(GUEST_MEMORY.removesuffix('G')) + gib * len(images) + 4}G {devices}")
+
+
+def nvdimm_images(results_dir: Path) -> tuple[Path, tuple[Path, ...]]:
+    """The designated NVDIMM's backing file, and the spares'."""
+    return (results_dir / "nvdimm.img",
+            tuple(results_dir / f"nvdimm-spare{i}.img" for i in range(1, SPARE_NVDIMMS + 1)))
 
 
 def qemu_machine_check_opts(accel: str, qmp: Path | None) -> str:
@@ -460,8 +478,10 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
                             choice.accel, kernel.release):
             break
         timed_out = timed_out or outcome.why.startswith("watchdog")
-    with contextlib.suppress(FileNotFoundError):
-        (results_dir / "nvdimm.img").unlink()
+    main, spares = nvdimm_images(results_dir)
+    for img in (main, *spares):
+        with contextlib.suppress(FileNotFoundError):
+            img.unlink()
     if exit_code in (0, 5) and state.planned_failed:
         exit_code = 1  # an earlier boot's failures (the last one's status alone hid them)
     elapsed = time.monotonic() - t0
@@ -584,7 +604,8 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
         "--args-file", str(args_file), "--shares", str(shares_file),
     ])
     cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image,
-                      shares_args=tuple(shares.vng_args()), qmp=qmp)
+                      shares_args=tuple(shares.vng_args()), qmp=qmp,
+                      spares=nvdimm_images(results_dir)[1])
     return cmd
 
 
@@ -634,10 +655,11 @@ def _watch(proc: subprocess.Popen[bytes], results_dir: Path, exit_file: Path, op
 def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
           reason: str, attempt: int, skip: list[str], progress: Progress,
           t0: float) -> BootOutcome:
-    image = results_dir / "nvdimm.img"
+    image, spares = nvdimm_images(results_dir)
     if opts.pmem == "nfit":
-        with image.open("wb") as f:
-            f.truncate(1 << 30)
+        for img in (image, *spares):  # sparse: only what the guest writes takes disk
+            with img.open("wb") as f:
+                f.truncate(1 << 30)
     exit_file = results_dir / "guest-exit"
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()

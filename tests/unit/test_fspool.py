@@ -180,3 +180,29 @@ def test_machine_check_tests_come_last_by_kind():
     # unbind-mounted after everything: on 7.2/7.3 its hang ends the session
     assert got == [("scn-b", "xfs"), ("scn-b", "ext4"), ("mce-file-io", "xfs"),
                    ("mce", "xfs"), ("mce", "ext4"), ("unbind", "xfs-rmapbt")]
+
+
+def test_bad_blocks_move_the_pool_to_the_next_spare_then_to_none(monkeypatch) -> None:
+    spare = pmem.Namespace("namespace1.0", "raw", "pmem1", 1 << 32, 1 << 30)
+    made: list[str] = []
+    monkeypatch.setattr(pmem, "lookup", lambda name: spare)
+    monkeypatch.setattr(pmem, "ensure_fsdax", lambda n, may_reconfigure: made.append(n.name)
+                        or pmem.Namespace(n.name, "fsdax", "pmem1", n.phys_start, n.phys_size))
+    pool = FsPool(pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30),
+                  spares=["namespace1.0"])
+    pool.resets = 3
+    moved = pool.move_to_spare()
+    assert moved is not None and moved.name == "namespace1.0" and moved.mode == "fsdax"
+    assert pool.namespace is moved and made == ["namespace1.0"]
+    assert pool.needs_reset()  # its first filesystem gets a reset, as the session's first
+    assert pool.move_to_spare() is None  # none left: the caller asks for a new VM
+
+
+def test_each_nvdimm_is_its_own_device_in_qemu(tmp_path) -> None:
+    from mfinject.vm import runner
+    main, spares = runner.nvdimm_images(tmp_path)
+    opts = runner.nvdimm_opts((main, *spares[:2]))
+    assert opts.startswith("-machine nvdimm=on -m 2G,slots=4,maxmem=9G ")
+    assert f"id=nv2,share=on,mem-path={spares[1]},size=1G -device nvdimm,id=nvdimm2,memdev=nv2" \
+        in opts
+    assert len(spares) == runner.SPARE_NVDIMMS

@@ -271,3 +271,17 @@ def test_the_installed_suite_activates_it_and_the_venv_around_it_does_not(pytest
     res = pytester.runpytest("-p", "no:cacheprovider")  # the project: pytest skips its venv
     assert res.ret == pytest.ExitCode.OK and res.parseoutcomes() == {"passed": 1}
     assert "mfinject:" not in res.stdout.str()
+
+
+def test_spare_devices_need_disposable_and_differ_from_the_device(pytester, clean_env):
+    res = pytester.runpytest("-p", "no:cacheprovider", "--mfinject-device", "namespace0.0",
+                             "--mfinject-spare-devices", "namespace1.0")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["ERROR: --mfinject-spare-devices 'namespace1.0': spare namespaces "
+                              "are reconfigured and formatted: pass --mfinject-disposable too"])
+    res = pytester.runpytest("-p", "no:cacheprovider", "--mfinject-device", "namespace0.0",
+                             "--mfinject-disposable", "--mfinject-spare-devices",
+                             "namespace1.0,namespace0.0")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*name each spare once, and not the designated device "
+                              "(namespace0.0)"])
