@@ -68,6 +68,7 @@ class FsPool:
     uses: int = 0  # tests the current filesystem has served
     resets: int = 0  # namespace resets this session
     spares: list[str] = field(default_factory=list)  # namespaces to move to, in order
+    left: list[str] = field(default_factory=list)  # namespaces moved away from
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def acquire(self, kind: fs.FsKind) -> fs.Mount:
@@ -110,7 +111,12 @@ class FsPool:
         if not self.spares:
             return None
         name = self.spares.pop(0)
-        self.namespace = pmem.ensure_fsdax(pmem.lookup(name), may_reconfigure=True)
+        found = pmem.lookup(name)
+        if found.name in self.left or found.name == self.namespace.name:
+            raise pmem.PmemError(f"spare {name} is {found.name}, which this session left with "
+                                 "bad blocks: name other namespaces as spares")
+        self.left.append(self.namespace.name)
+        self.namespace = pmem.ensure_fsdax(found, may_reconfigure=True)
         self.resets = 0
         return self.namespace
 

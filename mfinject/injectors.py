@@ -63,10 +63,24 @@ def require_debugfs() -> None:
         raise InjectError("debugfs is not mounted: mount -t debugfs none /sys/kernel/debug")
 
 
+# How long the scenario waits for nothing more to happen after an injection returns
+# (Tracer.settle, which also waits for every signal queued and every exit begun).
+# These injectors' signals are queued before the call returns: kill_procs() runs
+# inside memory_failure(), which madvise(), the corrupt-pfn write and the unbind
+# (MF_MEM_PRE_REMOVE) call themselves.
+SYNC_QUIET_S = 0.1
+# A machine check's handling runs elsewhere (a work item; the victim's task_work,
+# where kill_me_maybe() logs "recovery action ... Failed", then
+# "Memory error not recovered", then kill_me_now() sends SIGBUS): the injector
+# returns on a log line, which can come before a signal.
+ASYNC_QUIET_S = 0.5
+
+
 class MadviseInjector:
     """madvise(MADV_HWPOISON) by a process on its own mapping (madvise(2))."""
 
     name = "madvise"
+    settle_quiet_s = SYNC_QUIET_S
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
@@ -85,6 +99,7 @@ class CorruptPfnInjector:
     """A write of the PFN to debugfs hwpoison/corrupt-pfn (Documentation/mm/hwpoison.rst)."""
 
     name = "corrupt-pfn"
+    settle_quiet_s = SYNC_QUIET_S
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
@@ -111,6 +126,7 @@ class BadblocksInjector:
     """
 
     name = "badblocks"
+    settle_quiet_s = SYNC_QUIET_S
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
@@ -138,6 +154,7 @@ class UnbindInjector:
     """
 
     name = "unbind"
+    settle_quiet_s = SYNC_QUIET_S
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
@@ -172,6 +189,7 @@ class MceInjector:
 
     name = "mce"
     flavour = mce.SRAO
+    settle_quiet_s = ASYNC_QUIET_S
     ANSWER_TIMEOUT_S = mce.ANSWER_TIMEOUT_S
     MF_TIMEOUT_S = 30.0
     BADBLOCK_WAIT_S = 10.0

@@ -33,9 +33,10 @@ def _modprobe(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _unload(module: str) -> None:
+    """Unload what was loaded; a module still in use stays, and the log says so."""
     proc = _modprobe("-r", module)
     if proc.returncode != 0:
-        raise UndoError(f"modprobe -r {module} failed: {proc.stderr.strip()}")
+        log.warning("modprobe -r %s failed: %s", module, proc.stderr.strip())
 
 
 class UndoStack:

@@ -117,6 +117,28 @@ def _handled(tid: int, sig: int) -> bool:
     return bool((_mask(status, "SigCgt") | _mask(status, "SigIgn")) & (1 << (sig - 1)))
 
 
+PF_EXITING = 0x4  # include/linux/sched.h: "Getting shut down", set first thing in do_exit()
+
+
+def exiting(stat: str) -> bool:
+    """Whether a thread's /proc/PID/task/TID/stat says it is in do_exit() and not a zombie
+    yet (proc(5): field 3 state, field 9 flags; the command name may hold spaces)."""
+    fields = stat.rpartition(")")[2].split()
+    return len(fields) > 6 and fields[0] not in ("Z", "X", "x") \
+        and bool(int(fields[6]) & PF_EXITING)
+
+
+def _thread_state(pid: int, tid: str) -> tuple[int, bool] | None:
+    """(deliverable pending signals, in its exit) of one thread; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            mask = deliverable_pending(f.read())
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            return mask, exiting(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def deliverable_pending(status: str) -> int:
     """The signals queued for a thread and not blocked, from its /proc/PID/task/TID/status
     (proc(5): SigPnd, thread-directed; ShdPnd, process-wide; SigBlk, blocked)."""
@@ -234,20 +256,27 @@ class Tracer:
         """
         deadline = time.monotonic() + limit_s
         last = time.monotonic()
+        waiting: list[str] = []
         while time.monotonic() < deadline:
             if self.pump():
                 last = time.monotonic()
-            elif time.monotonic() - last >= quiet_s and not self.signals_pending() \
-                    and not any(e.alive and e.dying for e in self.tracees.values()):
+            elif time.monotonic() - last >= quiet_s:
+                waiting = self.signals_pending() + [
+                    f"{e.pid}: a fatal signal delivered, no exit yet"
+                    for e in self.tracees.values() if e.alive and e.dying]
                 # a signal taken between that pump and the look at /proc is a stop
                 # now, which waitpid() sees: pump once more before calling it quiet
-                if not self.pump():
+                if not waiting and not self.pump():
                     return
-                last = time.monotonic()
+                last = last if waiting else time.monotonic()
             time.sleep(0.005)
+        if waiting:
+            log.warning("settle: still waiting after %.0f s: %s", limit_s, "; ".join(waiting))
 
     def signals_pending(self) -> list[str]:
-        """The live tracees' threads with a deliverable signal queued, as "pid/tid: mask"."""
+        """What a live tracee has still to go through: a thread with a deliverable signal
+        queued ("pid/tid: mask"), or in its exit ("pid/tid: exiting"). A SIGKILL, which
+        stops nobody, is seen only here: its tracee is then waited for until it ends."""
         found = []
         for entry in self.tracees.values():
             if not entry.alive:
@@ -257,13 +286,14 @@ class Tracer:
             except OSError:
                 continue
             for tid in tids:
-                try:
-                    with open(f"/proc/{entry.pid}/task/{tid}/status") as f:
-                        mask = deliverable_pending(f.read())
-                except OSError:
+                state = _thread_state(entry.pid, tid)
+                if state is None:
                     continue  # gone: its exit is the tracer's to see
-                if mask:
-                    found.append(f"{entry.pid}/{tid}: {mask:#x}")
+                mask, exiting = state
+                if mask & (1 << (signal.SIGKILL - 1)):
+                    entry.dying = True
+                if mask or exiting:
+                    found.append(f"{entry.pid}/{tid}: {f'{mask:#x}' if mask else 'exiting'}")
         return found
 
     def kill_all(self) -> None:

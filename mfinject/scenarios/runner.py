@@ -38,9 +38,10 @@ __all__ = ["FILL", "NotMeaningful", "Observation", "ParticipantObs", "ScenarioEr
 
 FILE_SIZE = 2 << 20
 FILL = 0x5A  # every byte of the scenario file
-# After an injection, an access or a probe: nothing new for this long, and no
-# participant's thread with a signal still queued (Tracer.settle). 0.5 s until
-# the pending check: 0.5 s of every test, whose signals had all come within ms.
+# After an access, an unpoison or a probe (after an injection: the injector's
+# settle_quiet_s): nothing new for this long, and no participant's thread with a
+# signal still queued or an exit begun (Tracer.settle). 0.5 s before that check,
+# in every test, whose signals had all come within milliseconds.
 SETTLE_QUIET_S = 0.1
 SETTLE_LIMIT_S = 10.0
 PTE_WINDOW_PAGES = 8     # a PTE mapper's window
@@ -442,7 +443,7 @@ class _Play:
         by = _OnThread(who.p, s.thread) if s.thread else who.p
         if self.injection is not None:  # again, on the poisoned page
             who.injection2 = self.injector.inject(by, self.poison_addr(who), self.pfn).outcome()
-            self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            self.tracer.settle(self.injector.settle_quiet_s, SETTLE_LIMIT_S)
             return who.injection2
         pfn = self.pfn
         addrs = [self.poison_addr(w) for w in self.people.values() if w.vaddr is not None]
@@ -466,7 +467,7 @@ class _Play:
                 self.injection = Injection(self.injector.name, who.p.name, pfn,
                                            self.poison_addr(who), None, hung=hung)
                 self.hung = hung
-            self.tracer.settle(SETTLE_QUIET_S, SETTLE_LIMIT_S)
+            self.tracer.settle(self.injector.settle_quiet_s, SETTLE_LIMIT_S)
         who.injection = self.injection.outcome()
         if self.scenario.pmd:
             # the kernel may flag the PMD's head page rather than the one injected

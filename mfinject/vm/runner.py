@@ -61,8 +61,9 @@ CRASH_RETRIES = 1
 # dax_lock_folio() on every shared page would otherwise cost two boots a test)
 RIP = re.compile(r"\bRIP: [0-9a-f]{4}:([A-Za-z0-9_.]+)\+")
 POWEROFF_GRACE_S = 30.0
-# guest RAM + the NVDIMM backing file in the page cache + QEMU itself
-VM_FOOTPRINT = (2 << 30) + (1 << 30) + (512 << 20)
+# guest RAM + the NVDIMM backing file in the page cache + what the spares' sparse
+# files take (mkfs and a kind's machine-check tests write a few tens of MiB) + QEMU
+VM_FOOTPRINT = (2 << 30) + (1 << 30) + 6 * (64 << 20) + (512 << 20)
 
 
 class VmError(MfinjectError):

@@ -206,3 +206,19 @@ def test_each_nvdimm_is_its_own_device_in_qemu(tmp_path) -> None:
     assert f"id=nv2,share=on,mem-path={spares[1]},size=1G -device nvdimm,id=nvdimm2,memdev=nv2" \
         in opts
     assert len(spares) == runner.SPARE_NVDIMMS
+
+
+def test_a_spare_that_is_the_namespace_in_use_is_refused(monkeypatch) -> None:
+    ns = pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30)
+    monkeypatch.setattr(pmem, "lookup", lambda name: ns)  # /dev/pmem0 is namespace0.0
+    pool = FsPool(ns, spares=["/dev/pmem0"])
+    with pytest.raises(pmem.PmemError, match="spare /dev/pmem0 is namespace0.0, which this "
+                       "session left with bad blocks"):
+        pool.move_to_spare()
+
+
+def test_every_injector_says_how_long_to_wait_after_it() -> None:
+    from mfinject import injectors
+    for name, cls in injectors.INJECTORS.items():
+        want = injectors.ASYNC_QUIET_S if name.startswith("mce") else injectors.SYNC_QUIET_S
+        assert cls.settle_quiet_s == want, name

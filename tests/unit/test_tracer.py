@@ -65,3 +65,23 @@ def test_pending_signals_read_from_proc_status():
     assert deliverable_pending(status.replace("SigBlk:\t0000000000000100",
                                               "SigBlk:\t0000000000000000")) == 0x180
     assert deliverable_pending("Name:\tx\n") == 0
+
+
+def test_settle_waits_for_a_sigkilled_tracee_to_end():
+    """SIGKILL stops nobody: the tracer sees it only pending, or the thread in its exit."""
+    tracer = Tracer()
+    with cast(tracer) as people:
+        p = people["T"] = Participant("T", tracer, timeout_s=10)
+        p.call("mce_kill_get")
+        os.kill(p.pid, signal.SIGKILL)
+        tracer.settle(0.0, 10.0)
+        assert p.log.exit_status == -signal.SIGKILL
+
+
+def test_a_thread_in_do_exit_is_told_from_stat():
+    from mfinject.observers.tracer import exiting
+    # pid (comm) state ppid pgrp session tty tpgid flags ...
+    running = "77 (python3 x) R 1 77 77 0 -1 4194560 0 0"
+    assert not exiting(running)
+    assert exiting(running.replace("4194560", str(4194560 | 0x4)))
+    assert not exiting(running.replace(") R", ") Z").replace("4194560", "4194564"))
