@@ -104,8 +104,8 @@ class FsPool:
 
         For bad blocks nothing in the machine clears (a machine check's: see
         mfinject.hooks.request_fresh_boot): a new filesystem on them could
-        hold them as metadata. The spare is put in fsdax mode and gets a reset
-        before its first filesystem, as the session's first namespace does.
+        hold them as metadata. The spare is put in fsdax mode; one that was in
+        it already is reset before its first filesystem.
         """
         self.release()
         if not self.spares:
@@ -117,7 +117,10 @@ class FsPool:
                                  "bad blocks: name other namespaces as spares")
         self.left.append(self.namespace.name)
         self.namespace = pmem.ensure_fsdax(found, may_reconfigure=True)
-        self.resets = 0
+        # the pages poisoned so far lie in the namespaces left; a spare put into fsdax
+        # mode just now has a new memmap, as a reset would give it
+        ledger.forget()
+        self.resets = int(found.mode != self.namespace.mode)
         return self.namespace
 
     def needs_reset(self) -> bool:
@@ -125,8 +128,10 @@ class FsPool:
 
         Not if this session reset it and nothing was injected since (the
         ledger is empty): its pages are as fresh as a reset would make them,
-        and mkfs overwrites the rest. The session's first filesystem always
-        does: what an earlier session or process left is unknown. And so does
+        and mkfs overwrites the rest. The session's first filesystem does,
+        unless the session put the namespace into fsdax mode itself (ndctl
+        create-namespace made its memmap): what an earlier session or process
+        left is unknown. And so does
         one whose block device is gone: unbind-mounted unbinds it from its
         driver (on 6.12 the unbind completes), and only the reset binds it
         again.

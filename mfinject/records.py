@@ -77,6 +77,8 @@ FS_FIXTURE = "mf_dax_fs"
 # test of the same kind, after a test that did not fail (mfinject.fspool).
 NEXT_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
 FAILED_KEY = pytest.StashKey[bool]()
+# the session put the designated namespace into fsdax mode itself (fixtures/pmem.py)
+RECONFIGURED_KEY = pytest.StashKey[bool]()
 # The parameters that name what a test plays: its row's scenario.
 SUBJECTS = ("scenario", "race")
 COLLECTED_FILE = "collected.json"

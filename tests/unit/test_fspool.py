@@ -191,11 +191,26 @@ def test_bad_blocks_move_the_pool_to_the_next_spare_then_to_none(monkeypatch) ->
     pool = FsPool(pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30),
                   spares=["namespace1.0"])
     pool.resets = 3
+    monkeypatch.setattr(pmem, "present", lambda n: True)
+    ledger.note(0x1234)  # a page of namespace0.0
     moved = pool.move_to_spare()
     assert moved is not None and moved.name == "namespace1.0" and moved.mode == "fsdax"
     assert pool.namespace is moved and made == ["namespace1.0"]
-    assert pool.needs_reset()  # its first filesystem gets a reset, as the session's first
+    # raw until now: ndctl create-namespace made its memmap, and namespace0.0's pages
+    # are nothing to it
+    assert not pool.needs_reset() and not ledger.poisoned()
     assert pool.move_to_spare() is None  # none left: the caller asks for a new VM
+
+
+def test_a_spare_in_fsdax_mode_already_is_reset_before_its_first_filesystem(monkeypatch):
+    spare = pmem.Namespace("namespace1.0", "fsdax", "pmem1", 1 << 32, 1 << 30)
+    monkeypatch.setattr(pmem, "lookup", lambda name: spare)
+    monkeypatch.setattr(pmem, "ensure_fsdax", lambda n, may_reconfigure: n)
+    monkeypatch.setattr(pmem, "present", lambda n: True)
+    pool = FsPool(pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30),
+                  spares=["namespace1.0"], resets=2)
+    pool.move_to_spare()
+    assert pool.needs_reset()  # what was done on it before is unknown
 
 
 def test_each_nvdimm_is_its_own_device_in_qemu(tmp_path) -> None:
