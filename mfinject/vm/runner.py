@@ -62,8 +62,9 @@ CRASH_RETRIES = 1
 RIP = re.compile(r"\bRIP: [0-9a-f]{4}:([A-Za-z0-9_.]+)\+")
 POWEROFF_GRACE_S = 30.0
 # guest RAM + the NVDIMM backing file in the page cache + what the spares' sparse
-# files take (mkfs and a kind's machine-check tests write a few tens of MiB) + QEMU
-VM_FOOTPRINT = (2 << 30) + (1 << 30) + 6 * (64 << 20) + (512 << 20)
+# files take (80 to 120 MiB each after their namespace's memmap, mkfs and a kind's
+# machine-check tests, measured with du during a 6.1 run) + QEMU
+VM_FOOTPRINT = (2 << 30) + (1 << 30) + SPARE_NVDIMMS * (128 << 20) + (512 << 20)
 
 
 class VmError(MfinjectError):
