@@ -66,7 +66,9 @@ class FsPool:
     kind_name: str | None = None
     mount: fs.Mount | None = None
     uses: int = 0  # tests the current filesystem has served
-    resets: int = 0  # namespace resets this session
+    # this session made the namespace's memmap (a reset, or ndctl create-namespace
+    # putting it into fsdax mode): no page flag from before the session is left
+    memmap_made: bool = False
     spares: list[str] = field(default_factory=list)  # namespaces to move to, in order
     left: list[str] = field(default_factory=list)  # namespaces moved away from
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -120,7 +122,7 @@ class FsPool:
         # the pages poisoned so far lie in the namespaces left; a spare put into fsdax
         # mode just now has a new memmap, as a reset would give it
         ledger.forget()
-        self.resets = int(found.mode != self.namespace.mode)
+        self.memmap_made = found.mode != self.namespace.mode
         return self.namespace
 
     def needs_reset(self) -> bool:
@@ -136,11 +138,12 @@ class FsPool:
         driver (on 6.12 the unbind completes), and only the reset binds it
         again.
         """
-        return self.resets == 0 or bool(ledger.poisoned()) or not pmem.present(self.namespace)
+        return not self.memmap_made or bool(ledger.poisoned()) \
+            or not pmem.present(self.namespace)
 
     def _reset(self) -> None:
         self.namespace = pmem.reset(self.namespace)
-        self.resets += 1
+        self.memmap_made = True
 
     def why_not_keep(self) -> str | None:
         """Why the filesystem must not serve another test (None: it may). Anything that

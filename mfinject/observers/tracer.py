@@ -261,22 +261,22 @@ class Tracer:
             if self.pump():
                 last = time.monotonic()
             elif time.monotonic() - last >= quiet_s:
-                waiting = self.signals_pending() + [
-                    f"{e.pid}: a fatal signal delivered, no exit yet"
-                    for e in self.tracees.values() if e.alive and e.dying]
+                waiting = self.unsettled()
                 # a signal taken between that pump and the look at /proc is a stop
                 # now, which waitpid() sees: pump once more before calling it quiet
-                if not waiting and not self.pump():
-                    return
-                last = last if waiting else time.monotonic()
+                if not waiting:
+                    if not self.pump():
+                        return
+                    last = time.monotonic()
             time.sleep(0.005)
         if waiting:
             log.warning("settle: still waiting after %.0f s: %s", limit_s, "; ".join(waiting))
 
-    def signals_pending(self) -> list[str]:
+    def unsettled(self) -> list[str]:
         """What a live tracee has still to go through: a thread with a deliverable signal
-        queued ("pid/tid: mask"), or in its exit ("pid/tid: exiting"). A SIGKILL, which
-        stops nobody, is seen only here: its tracee is then waited for until it ends."""
+        queued ("pid/tid: mask"), or in its exit ("pid/tid: exiting"), or the exit a
+        delivered fatal signal began. A SIGKILL, which stops nobody, is seen only
+        here: its tracee is then waited for until it ends."""
         found = []
         for entry in self.tracees.values():
             if not entry.alive:
@@ -284,16 +284,18 @@ class Tracer:
             try:
                 tids = os.listdir(f"/proc/{entry.pid}/task")
             except OSError:
-                continue
+                tids = []
             for tid in tids:
                 state = _thread_state(entry.pid, tid)
                 if state is None:
                     continue  # gone: its exit is the tracer's to see
-                mask, exiting = state
+                mask, in_exit = state
                 if mask & (1 << (signal.SIGKILL - 1)):
                     entry.dying = True
-                if mask or exiting:
+                if mask or in_exit:
                     found.append(f"{entry.pid}/{tid}: {f'{mask:#x}' if mask else 'exiting'}")
+            if entry.dying:
+                found.append(f"{entry.pid}: a fatal signal delivered, no exit yet")
         return found
 
     def kill_all(self) -> None:

@@ -172,8 +172,8 @@ def vng_env() -> dict[str, str]:
 
 
 def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem: str,
-                image: Path, shares_args: tuple[str, ...] = (),
-                qmp: Path | None = None, spares: tuple[Path, ...] = ()) -> list[str]:
+                images: tuple[Path, ...], shares_args: tuple[str, ...] = (),
+                qmp: Path | None = None) -> list[str]:
     cmd = [vng_path()]
     if accel == "tcg":
         cmd.append("--disable-kvm")
@@ -182,7 +182,7 @@ def vng_command(kernel: Kernel, rwdir: Path, exec_cmd: str, *, accel: str, pmem:
             str(VM_CPUS), f"--rwdir={rwdir}", *shares_args]
     extra = qemu_machine_check_opts(accel, qmp)
     if pmem == "nfit":
-        cmd.append(f"--qemu-opts={nvdimm_opts((image, *spares))} -no-reboot{extra}")
+        cmd.append(f"--qemu-opts={nvdimm_opts(images)} -no-reboot{extra}")
     elif pmem == "memmap":
         # 512 MiB of guest RAM starting at 1 GiB becomes a legacy e820 pmem region
         cmd += ["--append", "memmap=512M!1G", f"--qemu-opts=-no-reboot{extra}"]
@@ -208,10 +208,10 @@ def nvdimm_opts(images: tuple[Path, ...]) -> str:
             f"maxmem={int(GUEST_MEMORY.removesuffix('G')) + gib * len(images) + 4}G {devices}")
 
 
-def nvdimm_images(results_dir: Path) -> tuple[Path, tuple[Path, ...]]:
-    """The designated NVDIMM's backing file, and the spares'."""
+def nvdimm_images(results_dir: Path) -> tuple[Path, ...]:
+    """The NVDIMMs' backing files: the designated one's, then the spares'."""
     return (results_dir / "nvdimm.img",
-            tuple(results_dir / f"nvdimm-spare{i}.img" for i in range(1, SPARE_NVDIMMS + 1)))
+            *(results_dir / f"nvdimm-spare{i}.img" for i in range(1, SPARE_NVDIMMS + 1)))
 
 
 def qemu_machine_check_opts(accel: str, qmp: Path | None) -> str:
@@ -480,8 +480,7 @@ def run_kernel(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions) 
                             choice.accel, kernel.release):
             break
         timed_out = timed_out or outcome.why.startswith("watchdog")
-    main, spares = nvdimm_images(results_dir)
-    for img in (main, *spares):
+    for img in nvdimm_images(results_dir):
         with contextlib.suppress(FileNotFoundError):
             img.unlink()
     if exit_code in (0, 5) and state.planned_failed:
@@ -579,7 +578,8 @@ class BootOutcome:
 
 
 def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
-                  attempt: int, skip: list[str], image: Path, qmp: Path) -> list[str]:
+                  attempt: int, skip: list[str], images: tuple[Path, ...],
+                  qmp: Path) -> list[str]:
     """vng's command line for one boot, and the files it hands the guest."""
     suffix = "" if attempt == 0 else f"-{attempt}"
     config = config_path(kernel)
@@ -605,9 +605,8 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
         *(["--command", opts.command, "--cwd", opts.command_cwd or "/"] if opts.command else []),
         "--args-file", str(args_file), "--shares", str(shares_file),
     ])
-    cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, image=image,
-                      shares_args=tuple(shares.vng_args()), qmp=qmp,
-                      spares=nvdimm_images(results_dir)[1])
+    cmd = vng_command(kernel, results_dir, guest_cmd, accel=accel, pmem=opts.pmem, images=images,
+                      shares_args=tuple(shares.vng_args()), qmp=qmp)
     return cmd
 
 
@@ -657,9 +656,9 @@ def _watch(proc: subprocess.Popen[bytes], results_dir: Path, exit_file: Path, op
 def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel: str,
           reason: str, attempt: int, skip: list[str], progress: Progress,
           t0: float) -> BootOutcome:
-    image, spares = nvdimm_images(results_dir)
+    images = nvdimm_images(results_dir)
     if opts.pmem == "nfit":
-        for img in (image, *spares):  # sparse: only what the guest writes takes disk
+        for img in images:  # sparse: only what the guest writes takes disk
             with img.open("wb") as f:
                 f.truncate(1 << 30)
     exit_file = results_dir / "guest-exit"
@@ -670,7 +669,7 @@ def _boot(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOptions, accel
     # a unix socket's path must be short (108 bytes): not under a long TMPDIR
     qmp_dir = Path(tempfile.mkdtemp(prefix="mfinject-qmp-", dir="/tmp"))
     qmp = qmp_dir / "qmp"
-    cmd = _boot_command(kernel, results_dir, suite, opts, accel, attempt, skip, image, qmp)
+    cmd = _boot_command(kernel, results_dir, suite, opts, accel, attempt, skip, images, qmp)
     (results_dir / f"vng-command{suffix}.txt").write_text(shlex.join(cmd) + "\n")
     what = "booting" if attempt == 0 else f"booting a fresh VM (boot {attempt + 1})"
     progress.say(f"{what} {kernel.release} with {accel.upper()} ({reason}); pmem: {opts.pmem}; "

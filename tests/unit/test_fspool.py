@@ -190,7 +190,7 @@ def test_bad_blocks_move_the_pool_to_the_next_spare_then_to_none(monkeypatch) ->
                         or pmem.Namespace(n.name, "fsdax", "pmem1", n.phys_start, n.phys_size))
     pool = FsPool(pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30),
                   spares=["namespace1.0"])
-    pool.resets = 3
+    pool.memmap_made = True
     monkeypatch.setattr(pmem, "present", lambda n: True)
     ledger.note(0x1234)  # a page of namespace0.0
     moved = pool.move_to_spare()
@@ -208,19 +208,19 @@ def test_a_spare_in_fsdax_mode_already_is_reset_before_its_first_filesystem(monk
     monkeypatch.setattr(pmem, "ensure_fsdax", lambda n, may_reconfigure: n)
     monkeypatch.setattr(pmem, "present", lambda n: True)
     pool = FsPool(pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30),
-                  spares=["namespace1.0"], resets=2)
+                  spares=["namespace1.0"], memmap_made=True)
     pool.move_to_spare()
     assert pool.needs_reset()  # what was done on it before is unknown
 
 
 def test_each_nvdimm_is_its_own_device_in_qemu(tmp_path) -> None:
     from mfinject.vm import runner
-    main, spares = runner.nvdimm_images(tmp_path)
-    opts = runner.nvdimm_opts((main, *spares[:2]))
+    images = runner.nvdimm_images(tmp_path)
+    opts = runner.nvdimm_opts(images[:3])
     assert opts.startswith("-machine nvdimm=on -m 2G,slots=4,maxmem=9G ")
-    assert f"id=nv2,share=on,mem-path={spares[1]},size=1G -device nvdimm,id=nvdimm2,memdev=nv2" \
+    assert f"id=nv2,share=on,mem-path={images[2]},size=1G -device nvdimm,id=nvdimm2,memdev=nv2" \
         in opts
-    assert len(spares) == runner.SPARE_NVDIMMS
+    assert images[0].name == "nvdimm.img" and len(images) == 1 + runner.SPARE_NVDIMMS
 
 
 def test_a_spare_that_is_the_namespace_in_use_is_refused(monkeypatch) -> None:

@@ -52,7 +52,7 @@ def test_settle_waits_for_a_queued_signal_whatever_the_quiet():
         os.kill(p.pid, signal.SIGBUS)
         tracer.settle(0.0, 10.0)
         assert [e.signo for e in p.log.signals] == [signal.SIGBUS]
-        assert tracer.signals_pending() == []
+        assert tracer.unsettled() == []
         # delivered, and SIGBUS ends it: settle waited for the exit too
         assert p.log.exit_status == -signal.SIGBUS
 
@@ -85,3 +85,19 @@ def test_a_thread_in_do_exit_is_told_from_stat():
     assert not exiting(running)
     assert exiting(running.replace("4194560", str(4194560 | 0x4)))
     assert not exiting(running.replace(") R", ") Z").replace("4194560", "4194564"))
+
+
+def test_settle_sees_a_second_signal_queued_behind_the_first():
+    """Two signals queued before settle(): both are recorded, with no quiet at all (the
+    second is pending while the first is handled). SIGWINCH, ignored by default, still
+    stops a traced thread."""
+    tracer = Tracer()
+    with cast(tracer) as people:
+        p = people["T"] = Participant("T", tracer, timeout_s=10)
+        tracer.keep_alive(p.pid, p.pid)
+        p.call("mce_kill_get")
+        os.kill(p.pid, signal.SIGBUS)
+        os.kill(p.pid, signal.SIGWINCH)
+        tracer.settle(0.0, 10.0)
+        assert sorted(e.signo for e in p.log.signals) == [signal.SIGBUS, signal.SIGWINCH]
+        assert p.alive and tracer.unsettled() == []
