@@ -132,7 +132,7 @@ def _short(s: Source) -> str:
 def expectations_data(names: Iterable[str] | None = None) -> dict[str, list[dict[str, object]]]:
     exps = [{"scenario": scenario, "participant": x.participant, "field": x.field,
              "expected": x.value, "paths": _paths(x.paths), "kernels": _range(x.kernels),
-             "source": _source(x.source)}
+             "when": x.describe_when() or None, "source": _source(x.source)}
             for scenario, expects in EXPECTATIONS.items() if _wanted(scenario, names)
             for x in expects]
     devs = [{"scenario": d.scenario, "participant": d.participant, "field": d.field,
@@ -149,7 +149,8 @@ def expectations_json(names: Iterable[str] | None = None) -> str:
 
 
 def expectations_table(names: Iterable[str] | None = None) -> str:
-    exps = [[scenario, f"{x.participant}.{x.field}", x.value, _paths(x.paths),
+    exps = [[scenario, f"{x.participant}.{x.field}", x.value,
+             _paths(x.paths) + (f" if {x.describe_when()}" if x.when else ""),
              str(x.kernels), _short(x.source)]
             for scenario, expects in EXPECTATIONS.items() if _wanted(scenario, names)
             for x in expects]

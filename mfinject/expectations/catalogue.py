@@ -138,9 +138,9 @@ ONE_PAGE_STATS = (
 
 
 def unlockable_page(name: str) -> tuple[Expect, ...]:
-    """corrupt-pfn on a page that belongs to no file (or never did): the generic
-    path cannot lock it and refuses with -EBUSY; XFS asks its reverse map, which
-    finds no mapper to signal. Nobody is signalled."""
+    """corrupt-pfn on a page whose page->mapping was never set (a file page nobody
+    mapped): the generic path cannot lock it and refuses with -EBUSY; XFS asks its
+    reverse map, which finds the file and no mapper to signal. Nobody is signalled."""
     return (
         Expect(name, "injection", "Device or resource busy", src.DAX_LOCK_PAGE,
                paths=frozenset({"generic"})),
@@ -152,6 +152,51 @@ def unlockable_page(name: str) -> tuple[Expect, ...]:
         Expect("kernel", "recovery_action", "Recovered", src.DAX_ACTION_RESULT,
                paths=frozenset({"notify_failure"})),
     )
+
+
+_NOTIFY = frozenset({"notify_failure"})
+_GENERIC = frozenset({"generic"})
+# the block_owner fact (mfinject.fsmap), read just before the injection on the
+# notify_failure path
+FREE_BLOCK = ("block_owner", "free")
+METADATA_BLOCK = ("block_owner", "metadata")
+
+
+def xfs_metadata_page(name: str) -> tuple[Expect, ...]:
+    """corrupt-pfn on a block XFS's reverse map gives to XFS itself (per-AG metadata,
+    an inode btree, a file's extent map): the filesystem shuts down, and
+    memory-failure fails the injection with the EUCLEAN XFS returned."""
+    return (
+        Expect(name, "injection", "Structure needs cleaning", src.XFS_METADATA_FAILURE,
+               paths=_NOTIFY, when=METADATA_BLOCK),
+        Expect("kernel", "recovery_action", "Failed", src.DAX_ACTION_RESULT, paths=_NOTIFY,
+               when=METADATA_BLOCK),
+        Expect("kernel", "fs_shutdown", "shut down", src.XFS_METADATA_FAILURE, paths=_NOTIFY,
+               when=METADATA_BLOCK),
+        Expect(name, "signal", "none", src.SIGACTION_AO),
+    )
+
+
+def freed_page(name: str) -> tuple[Expect, ...]:
+    """corrupt-pfn on a page whose file gave its block back (truncated, deleted).
+
+    The generic path cannot lock a page that belongs to no file, as
+    :func:`unlockable_page`. XFS asks its reverse map, whose answer depends on
+    what the block became: free space (no owner, nobody signalled, the
+    filesystem untouched), or XFS's own metadata (a free block may be taken at
+    once for the AG free list or a btree block: :func:`xfs_metadata_page`).
+    Which it was is read (GETFSMAP) before the injection; a block that became
+    another file's data has no expectation, and is an error.
+    """
+    return (
+        Expect(name, "injection", "Device or resource busy", src.DAX_LOCK_PAGE, paths=_GENERIC),
+        Expect("kernel", "recovery_action", "Failed", src.DAX_ACTION_RESULT, paths=_GENERIC),
+        Expect(name, "injection", "ok", src.XFS_FREE_BLOCK, paths=_NOTIFY, when=FREE_BLOCK),
+        Expect("kernel", "recovery_action", "Recovered", src.DAX_ACTION_RESULT, paths=_NOTIFY,
+               when=FREE_BLOCK),
+        Expect("kernel", "fs_shutdown", "none", src.XFS_FREE_BLOCK, paths=_NOTIFY,
+               when=FREE_BLOCK),
+    ) + xfs_metadata_page(name)
 
 
 # A page that still belongs to its file, which nobody maps: the generic path
@@ -174,8 +219,6 @@ def io_on_media_error(name: str) -> tuple[Expect, ...]:
     )
 
 
-_NOTIFY = frozenset({"notify_failure"})
-_GENERIC = frozenset({"generic"})
 
 
 def shared_early(name: str, pmd: bool = False) -> tuple[Expect, ...]:
@@ -244,13 +287,15 @@ _EXPECTATIONS: dict[str, tuple[Expect, ...]] = {
         Expect("I", "unpoison", "ok", src.HWPOISON_UNPOISON),
     ),
     # the file is gone: as truncated, the page belongs to no file
-    locking.CORRUPT_PFN_DELETED.name: unlockable_page("I") + (
+    locking.CORRUPT_PFN_DELETED.name: freed_page("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
     # page->mapping was never set: the generic path cannot lock it either;
     # XFS finds the owner in its reverse map, and nobody maps the page
     locking.CORRUPT_PFN_NEVER_MAPPED.name: unlockable_page("I"),
-    locking.CORRUPT_PFN_TRUNCATED.name: unlockable_page("I") + (
+    # the block is XFS's own: only XFS with rmapbt is told (the scenario runs nowhere else)
+    locking.CORRUPT_PFN_METADATA.name: xfs_metadata_page("I"),
+    locking.CORRUPT_PFN_TRUNCATED.name: freed_page("I") + (
         Expect("M", "signal", "none", src.PRCTL_MCE_KILL),
     ),
     # a page is poisoned once: the second injection finds it poisoned, and

@@ -80,9 +80,17 @@ class Expect:
     source: Source
     paths: frozenset[str] = ALL_PATHS
     kernels: KernelRange = ALL_KERNELS
+    # only where the observation's fact (name, value) says so: ("block_owner",
+    # "free") for a freed block XFS kept as free space. An observation whose fact
+    # no expectation of the field names, or which lacks it, is an error of the
+    # run (evaluate.judge): nothing is judged against a guess
+    when: tuple[str, str] | None = None
 
     def applies(self, path: str, version: Version) -> bool:
         return path in self.paths and self.kernels.holds(version)
+
+    def describe_when(self) -> str:
+        return "" if self.when is None else f"{self.when[0]}={self.when[1]}"
 
 
 KERNEL_DEVIATION = "kernel"  # the kernel does not do what its documentation says

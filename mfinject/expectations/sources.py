@@ -75,6 +75,25 @@ SYSCTL_EARLY = Source(
     "1: Kill all processes that have the corrupted and not reloadable page mapped as soon as "
     "the corruption is detected.",
 )
+# a block XFS's reverse map gives to no file's data (per-AG metadata, an inode
+# btree, a file's extent map or attribute fork): fs/xfs/xfs_notify_failure.c
+# since commit 6f643c57d57c (v6.0); the same in 6.1.0-57, 6.12.118 and 7.3.4
+# (corrupt-pfn-metadata)
+XFS_METADATA_FAILURE = Source(
+    "fs/xfs/xfs_notify_failure.c xfs_dax_failure_fn(), xfs_dax_notify_ddev_failure()",
+    "if (XFS_RMAP_NON_INODE_OWNER(rec->rm_owner) || (rec->rm_flags & (XFS_RMAP_ATTR_FORK | "
+    "XFS_RMAP_BMBT_BLOCK))) { ... notify->want_shutdown = true; ... } ... else if (error || "
+    "notify.want_shutdown) { xfs_force_shutdown(mp, SHUTDOWN_CORRUPT_ONDISK); if (!error) "
+    "error = -EFSCORRUPTED; } (poison in XFS metadata shuts the filesystem down, and "
+    "memory-failure fails with EUCLEAN)",
+)
+# a freed block has no reverse-map record: the query finds nobody, and returns 0
+XFS_FREE_BLOCK = Source(
+    "fs/xfs/xfs_notify_failure.c xfs_dax_notify_ddev_failure()",
+    "error = xfs_rmap_query_range(cur, &ri_low, &ri_high, xfs_dax_failure_fn, &notify); "
+    "(a block no rmap record covers calls nothing; without want_shutdown the filesystem "
+    "stays up and 0 is returned)",
+)
 DAX_LOCK_PAGE = Source(
     "mm/memory-failure.c mf_generic_kill_procs()",
     "cookie = dax_lock_page(page); if (!cookie) return -EBUSY; (a page that belongs to no "

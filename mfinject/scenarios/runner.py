@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from mfinject import fs, kernel, ledger, pin, pmem, syscalls
+from mfinject import fs, fsmap, kernel, ledger, pin, pmem, syscalls
 from mfinject.errors import MfinjectError
 from mfinject.injectors import INJECTORS, UNPOISON_PFN, Injection
 from mfinject.observers import ftrace, kmsg, pagemap
@@ -188,6 +188,8 @@ class _Play:
         self.trace: ftrace.Trace | None = None
         self.observed_after = False
         self.hung: str | None = None  # a call the kernel never returned from
+        # what owned the poisoned page's block just before the injection (fsmap)
+        self.owner: tuple[str, str] | None = None
         self.done: list[StepObs] = []
         self.start_ms: list[float] = []  # each participant's start, to its first answer
 
@@ -401,14 +403,34 @@ class _Play:
         return "ok"
 
     def truncate(self, s: st.Truncate) -> str:
+        ino = os.stat(self.files[s.file]).st_ino
         os.truncate(self.files[s.file], 0)
         os.sync()
-        return "ok"
+        return self.give_back(ino, self.files[s.file])
 
     def unlink(self, s: st.Unlink) -> str:
+        ino = os.stat(self.files[s.file]).st_ino
         os.unlink(self.files[s.file])
         os.sync()
-        return "ok"
+        return self.give_back(ino, self.files[s.file])
+
+    def device_offset(self) -> int:
+        """The poisoned page's byte offset on the filesystem's block device."""
+        return self.pfn * PAGE_SIZE - pmem.data_start(self.namespace)
+
+    def give_back(self, ino: int, path: str) -> str:
+        """Where XFS is told of the failure (its reverse map), wait until the freed
+        file no longer owns the poisoned page's block: an unlinked inode's blocks
+        are freed by a deferred worker. Then say what the block is now."""
+        if self.mount.mf_path != "notify_failure":
+            return "ok"
+        got = fsmap.given_back(self.mount.mountpoint, self.device_offset(), PAGE_SIZE, ino)
+        if got is None:
+            raise ScenarioError(
+                f"{path}: the poisoned page's block (device offset {self.device_offset():#x}) "
+                f"still belongs to inode {ino} {fsmap.GIVE_BACK_LIMIT_S:.0f} s after it was "
+                "freed (GETFSMAP): the scenario's freed page never came to be")
+        return f"ok; its block: {got[1]}"
 
     def findpfn(self, s: st.FindPfn) -> str:
         path = self.files[s.file]
@@ -421,6 +443,19 @@ class _Play:
         _confirm_extent_pfn(self.tracer, self.namespace, path, self.layout.file_page + 1)
         self.pfns["(extent map)"] = pfn
         return f"pfn {pfn:#x}"
+
+    def findmetadata(self, s: st.FindMetadata) -> str:
+        found = fsmap.first_of(self.mount.mountpoint, fsmap.XFS_OWN_AG)
+        if found is None:
+            raise ScenarioError(f"GETFSMAP on {self.mount.mountpoint} names no per-AG "
+                                "metadata block among the first records")
+        pfn = (pmem.data_start(self.namespace) + found.physical) // PAGE_SIZE
+        if not self.namespace.contains_pfn(pfn):
+            raise ScenarioError(f"XFS metadata at device offset {found.physical:#x} is pfn "
+                                f"{pfn:#x}, outside {self.namespace.name}")
+        ledger.check_fresh((pfn,), f"{found.describe()} at {found.physical:#x}")
+        self.pfns["(space map)"] = pfn
+        return f"pfn {pfn:#x}: {found.describe()} at device offset {found.physical:#x}"
 
     def pin(self, s: st.Pin) -> str:
         who = self.people[s.who]
@@ -451,6 +486,12 @@ class _Play:
         if len(set(addrs)) != len(addrs):
             raise ScenarioError(f"two mappers map the poisoned page at one address ({addrs}): "
                                 "a signal sent to the wrong one could not be told apart")
+        if self.mount.mf_path == "notify_failure":  # what XFS's reverse map will say
+            at = self.device_offset()
+            kind, what = fsmap.owner_of(self.mount.mountpoint, at, PAGE_SIZE)
+            # a kernel before 5cf32f63b0f4 (v6.5) asks about the next block too
+            _, after = fsmap.owner_of(self.mount.mountpoint, at + PAGE_SIZE, PAGE_SIZE)
+            self.owner = (kind, f"{what} (the next block: {after})")
         self.hw_before = kernel.hardware_corrupted_kb()
         self.mf_before = kernel.memory_failure_stats()
         self.t0 = time.monotonic_ns()
@@ -645,6 +686,8 @@ def _observation(play: _Play, records: list[object], started: float) -> Observat
              ("participant_start_ms", ", ".join(f"{ms:g}" for ms in play.start_ms))]
     if play.hung:
         facts.append(("kernel_hung", play.hung))
+    if play.owner is not None:
+        facts += [("block_owner", play.owner[0]), ("block_owner_detail", play.owner[1])]
     if not hung:
         facts += [("memory_failure_stats",
                    kernel.stats_delta(play.mf_before, kernel.memory_failure_stats())),

@@ -113,6 +113,15 @@ class FindPfn:
 
 
 @dataclass(frozen=True)
+class FindMetadata:
+    """Nobody maps the page, and no file owns it: the first block of XFS's per-AG
+    metadata (a free-space btree block) that the space map (GETFSMAP) names."""
+
+    def describe(self) -> str:
+        return "the poisoned page is an XFS metadata block, found through GETFSMAP"
+
+
+@dataclass(frozen=True)
 class Pin:
     """``who`` holds a reference on the page across the injection: ``odirect`` (an
     O_DIRECT read into its mapping in flight, on thread 1) or ``io_uring`` (its
@@ -203,8 +212,8 @@ class Probe:
         return "every mapper still alive loads the poisoned page again"
 
 
-Step = (Clone | Map | MapAgain | Touch | Unmap | Truncate | Unlink | FindPfn | Pin | Inject | Unpoison
-        | MapAfter | Pread | FileIO | Write | Probe)
+Step = (Clone | Map | MapAgain | Touch | Unmap | Truncate | Unlink | FindPfn | FindMetadata | Pin
+        | Inject | Unpoison | MapAfter | Pread | FileIO | Write | Probe)
 
 
 @dataclass(frozen=True)
