@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mfinject.errors import MfinjectError
+from mfinject import syscalls
 from mfinject.syscalls import PAGE_SIZE, statx
 
 log = logging.getLogger(__name__)
@@ -338,13 +339,68 @@ def read_features(mount: Mount) -> FsFeatures:
     return features_of(mount.kind.fstype, mount.devpath, mount.mountpoint)
 
 
+# what xfs_info prints, asked of the kernel: xfs_info is a shell script that runs
+# xfs_spaceman (0.5 s a filesystem under TCG, one filesystem per kind and reset)
+XFS_IOC_FSGEOMETRY = 0x8100587E  # _IOR('X', 126, struct xfs_fsop_geom): 256 bytes, v5.1
+XFS_FSOP_GEOM_FLAGS_V5SB = 1 << 15  # crc=1
+XFS_FSOP_GEOM_FLAGS_RMAPBT = 1 << 19
+XFS_FSOP_GEOM_FLAGS_REFLINK = 1 << 20
+_XFS_GEOM = struct.Struct("=I88xI")  # blocksize ... flags (at byte 92)
+
+
+def parse_xfs_geometry(geom: bytes) -> FsFeatures:
+    """The features in a struct xfs_fsop_geom (fs/xfs/libxfs/xfs_fs.h)."""
+    bsize, flags = _XFS_GEOM.unpack_from(geom)
+    return FsFeatures("xfs", reflink=bool(flags & XFS_FSOP_GEOM_FLAGS_REFLINK),
+                      rmapbt=bool(flags & XFS_FSOP_GEOM_FLAGS_RMAPBT),
+                      crc=bool(flags & XFS_FSOP_GEOM_FLAGS_V5SB), bigalloc=False,
+                      block_size=bsize)
+
+
+def xfs_geometry(mountpoint: str) -> FsFeatures:
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return parse_xfs_geometry(fcntl.ioctl(fd, XFS_IOC_FSGEOMETRY, bytes(256)))
+    except OSError as e:
+        raise FsError(f"XFS_IOC_FSGEOMETRY on {mountpoint}: {e.strerror} (is it XFS?)") from e
+    finally:
+        os.close(fd)
+
+
+EXT4_SUPER_MAGIC = 0xEF53
+EXT4_FEATURE_RO_COMPAT_BIGALLOC = 0x200
+EXT4_FEATURE_RO_COMPAT_METADATA_CSUM = 0x400
+# struct ext4_super_block, 1024 bytes into the device: s_log_block_size at 24,
+# s_magic at 56, s_feature_ro_compat at 100 (fs/ext4/ext4.h)
+_EXT4_SB = struct.Struct("=24xI28xH42xI")
+
+
+def parse_ext4_superblock(sb: bytes) -> FsFeatures:
+    """What ``dumpe2fs -h`` reads first: block size and features, from the superblock."""
+    log_bsize, magic, ro_compat = _EXT4_SB.unpack_from(sb)
+    if magic != EXT4_SUPER_MAGIC:
+        raise FsError(f"no ext4 superblock (magic {magic:#x}, not {EXT4_SUPER_MAGIC:#x})")
+    return FsFeatures("ext4", reflink=False, rmapbt=False,
+                      crc=bool(ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM),
+                      bigalloc=bool(ro_compat & EXT4_FEATURE_RO_COMPAT_BIGALLOC),
+                      block_size=1024 << log_bsize)
+
+
+def ext4_superblock(devpath: str) -> FsFeatures:
+    fd = os.open(devpath, os.O_RDONLY)
+    try:
+        return parse_ext4_superblock(os.pread(fd, _EXT4_SB.size, 1024))
+    finally:
+        os.close(fd)
+
+
 def features_of(fstype: str, devpath: str, mountpoint: str) -> FsFeatures:
-    """xfs_info of the mount point or dumpe2fs -h of the device, and the mount's
-    options from /proc/self/mountinfo."""
+    """XFS's geometry of the mount point or ext4's superblock on the device, and the
+    mount's options from /proc/self/mountinfo."""
     if fstype == "xfs":
-        disk = parse_xfs_info(_run(["xfs_info", mountpoint], "apt-get install xfsprogs"))
+        disk = xfs_geometry(mountpoint)
     elif fstype == "ext4":
-        disk = parse_dumpe2fs(_run(["dumpe2fs", "-h", devpath], "apt-get install e2fsprogs"))
+        disk = ext4_superblock(devpath)
     else:
         raise FsError(f"cannot read the features of {fstype}: the suite knows "
                       f"{' and '.join(MKFS)}")
@@ -387,6 +443,14 @@ def _dax_inherited(directory: str) -> None:
                       "per-inode DAX flag; mount with -o dax=always instead")
 
 
+def _umount(mountpoint: str) -> None:
+    try:
+        syscalls.umount(mountpoint)
+    except OSError as e:
+        raise FsError(f"umount {mountpoint}: {e.strerror}: a process still uses it? "
+                      f"(fuser -vm {mountpoint})") from e
+
+
 @contextlib.contextmanager
 def mounted(kind: FsKind, devpath: str, *, make: bool = True) -> Iterator[Mount]:
     """mkfs (if ``make``), mount with the kind's options, read back what it is; always unmount.
@@ -406,7 +470,7 @@ def mounted(kind: FsKind, devpath: str, *, make: bool = True) -> Iterator[Mount]
             features = features_of(kind.fstype, devpath, mountpoint)
             yield Mount(as_made(kind, features), devpath, mountpoint, features)
         finally:
-            _run(["umount", mountpoint], "apt-get install mount")
+            _umount(mountpoint)
     finally:
         os.rmdir(mountpoint)
 

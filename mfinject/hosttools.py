@@ -78,11 +78,10 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("ndctl", "ndctl", GUEST, "finds, reconfigures and resets the namespace"),
     HostTool("mkfs.xfs", "xfsprogs", GUEST, "makes the XFS filesystems"),
     HostTool("xfs_io", "xfsprogs", GUEST, "sets the PMD extent size hint"),
-    HostTool("xfs_info", "xfsprogs", GUEST, "reads back what mkfs.xfs made (reflink, rmapbt)"),
     HostTool("mkfs.ext4", "e2fsprogs", GUEST, "makes the ext4 filesystems"),
-    HostTool("dumpe2fs", "e2fsprogs", GUEST, "reads back what mkfs.ext4 made (dumpe2fs -h)"),
     HostTool("mount", "mount", GUEST, "mounts with -o dax=always or dax=inode"),
-    HostTool("umount", "mount", GUEST, "unmounts after each test"),
+    HostTool("umount", "mount", GUEST, "unmounts debugfs in a guard test and the guest's staging "
+             "share"),
     HostTool("losetup", "mount", GUEST, "backs the dm-delay device of the O_DIRECT pin"),
     HostTool("blkid", "util-linux", GUEST, "refuses a designated device that holds data"),
     HostTool("dmsetup", "dmsetup", GUEST, "creates the dm-delay device of the O_DIRECT pin"),

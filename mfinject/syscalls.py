@@ -83,6 +83,7 @@ _libc.prctl.argtypes = [
     ctypes.c_ulong,
     ctypes.c_ulong,
 ]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
@@ -104,6 +105,11 @@ def mmap(fd: int, length: int, offset: int, prot: int = PROT_READ | PROT_WRITE,
         munmap(addr, length)
         raise OSError(errno.EEXIST, f"mmap placed the mapping at {addr:#x}, not {at:#x}", "mmap")
     return addr
+
+
+def umount(target: str) -> None:
+    """umount2(target, 0): what umount(8) does, without its 0.2 s start under TCG."""
+    _check(_libc.umount2(os.fsencode(target), 0), target)
 
 
 def munmap(addr: int, length: int) -> None:

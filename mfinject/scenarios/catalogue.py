@@ -52,3 +52,18 @@ def _played(subject: str) -> Scenario | races.Race | None:
 def taint(subject: str) -> int:
     """The taint flags the test playing ``subject`` raises by design (Scenario.taint)."""
     return getattr(_played(subject), "taint", 0)  # a race taints nothing by design
+
+
+def spoils_filesystem(subject: str) -> bool:
+    """Whether the test playing ``subject`` leaves its filesystem unfit to serve the
+    next test (mfinject.fspool): it frees blocks it may have poisoned (truncate,
+    unlink, hole punch), shares blocks (FICLONE), or poisons XFS's own metadata.
+    Run last among a kind's tests, they let the others share one filesystem: each
+    of them costs a namespace reset and a mkfs for whatever comes after it."""
+    from mfinject.scenarios.steps import Clone, FindMetadata, Truncate, Unlink
+
+    played = _played(subject)
+    if isinstance(played, races.Race):
+        return played.racer in (races.TRUNCATE, races.PUNCH_HOLE) or played.needs_reflink
+    return played is not None and any(isinstance(s, (Clone, FindMetadata, Truncate, Unlink))
+                                      for s in played.steps)

@@ -41,7 +41,11 @@ RACE_FILE_PAGES = 16
 # [0, MAX_DELAY_S) from it. The calls take 0.1 to 4 ms under TCG. Delays drawn
 # from the moment each request arrived (4 ms windows) overlapped in 1 to 15
 # iterations of 32, and in none for ext4 race-munmap once (6.1.0-56).
-START_LEAD_S = 0.05
+START_LEAD_S = 0.02
+# after both halves returned, every signal they brought is queued or delivered
+# (memory-failure and the fault path signal before the call returns), and
+# Tracer.settle waits for what is queued: a short quiet is enough
+RACE_QUIET_S = 0.02
 MAX_DELAY_S = 0.001
 # what corrupt-pfn may answer while the page is leaving its file: 0, or -EBUSY
 # when dax_lock_page() finds the page no longer belongs to the file it read
@@ -368,9 +372,13 @@ def _play_halves(tracer: Tracer, *halves: tuple[_Half, float]) -> tuple[Timed, T
     for half, delay in halves:
         half.p.call("start_on_thread", thread=half.thread, do="after",
                     args={"at_ns": start + int(delay * 1e9), "do": half.op, "args": half.args})
+    handed = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    if handed > start:  # a half that got its request late starts at once: the overlap says
+        log.info("both halves had their requests %.1f ms after the start time",
+                 (handed - start) / 1e6)
     inj, rac = (Timed.of(half.p.request("wait_thread", thread=half.thread,
                                         timeout=SETTLE_LIMIT_S)) for half, _ in halves)
-    tracer.settle(0.05, SETTLE_LIMIT_S)
+    tracer.settle(RACE_QUIET_S, SETTLE_LIMIT_S)
     return inj, rac
 
 

@@ -114,6 +114,20 @@ def test_tests_run_grouped_by_kind_in_the_kinds_order():
                    ("unbind", "xfs-rmapbt")]
 
 
+def test_within_a_kind_the_tests_that_spoil_the_filesystem_come_last():
+    # each of them makes the next test reset the namespace and mkfs again: last,
+    # the others share one filesystem
+    items = [_item("race-truncate", "xfs"), _item("corrupt-pfn-deleted", "xfs"),
+             _item("madvise-self", "xfs"), _item("corrupt-pfn-shared", "ext4"),
+             _item("race-munmap", "xfs"), _item("madvise-self", "ext4"),
+             _item("corrupt-pfn-metadata", "xfs")]
+    got = [(i.name, i.callspec.params.get("mf_dax_fs"))
+           for i in by_fs_kind(items, ["xfs", "ext4"])]
+    assert got == [("madvise-self", "xfs"), ("race-munmap", "xfs"), ("race-truncate", "xfs"),
+                   ("corrupt-pfn-deleted", "xfs"), ("corrupt-pfn-metadata", "xfs"),
+                   ("madvise-self", "ext4"), ("corrupt-pfn-shared", "ext4")]
+
+
 def test_shards_are_contiguous_parts_that_together_are_the_run():
     from mfinject.hooks import shard_of
     items = list(range(23))
