@@ -288,9 +288,33 @@ def _extent_pfn(path: str, namespace: pmem.Namespace, page: int) -> int:
     return (pmem.data_start(namespace) + fs.physical_offset(path, page * PAGE_SIZE)) // PAGE_SIZE
 
 
-def _fresh_page(race: Race, path: str, namespace: pmem.Namespace, first: int) -> int:
+FENCES = 4  # files an iteration may leave holding poisoned blocks before it gives up
+
+
+def _fresh_file(race: Race, mount: fs.Mount, namespace: pmem.Namespace, i: int,
+                first: int) -> tuple[str, int]:
+    """A new file for iteration ``i`` and its page to poison (:func:`_fresh_page`).
+
+    XFS and ext4 give a new file the blocks the last truncate or hole punch
+    freed, so one region's pages may all be poisoned after as many iterations
+    as it has pages. A file that got only poisoned pages is kept as it is (it
+    fences them off: they are never freed again) and another one is made."""
+    for fence in range(FENCES + 1):
+        name = f"{race.name}-{i}.dat" if not fence else f"{race.name}-{i}-fence{fence}.dat"
+        path = fs.create_file(mount, name, RACE_FILE_PAGES * PAGE_SIZE, fill=FILL)
+        page = _fresh_page(race, path, namespace, first)
+        if page is not None:
+            return path, page
+        log.info("%s: every page of it was poisoned by an earlier iteration (blocks freed "
+                 "by truncate or hole punch): kept to fence them off", path)
+    raise ScenarioError(f"{race.name} iteration {i}: {FENCES + 1} new files in a row were given "
+                        "only pages an earlier iteration poisoned (blocks freed by truncate or "
+                        "hole punch)")
+
+
+def _fresh_page(race: Race, path: str, namespace: pmem.Namespace, first: int) -> int | None:
     """The page to poison: ``first``, or the next one (wrapping) that no earlier
-    iteration poisoned. An earlier iteration's truncate or hole punch may have
+    iteration poisoned (None: none is left). An earlier iteration's truncate or hole punch may have
     freed a poisoned block that this file was given (the race's filesystem is
     not kept for another test: mfinject.fspool). The madvise race also touches
     the next page, which must be fresh too."""
@@ -301,8 +325,7 @@ def _fresh_page(race: Race, path: str, namespace: pmem.Namespace, first: int) ->
         if all(_extent_pfn(path, namespace, (page + k) % RACE_FILE_PAGES) not in poisoned
                for k in touched):
             return page
-    raise ScenarioError(f"{path}: every page of it was poisoned by an earlier iteration (blocks "
-                        "freed by truncate or hole punch, given to this file)")
+    return None
 
 
 def _present_pfn(p: Participant, addr: int) -> int:
@@ -333,8 +356,7 @@ def _iteration(race: Race, mount: fs.Mount, namespace: pmem.Namespace, cast_: _C
     # the injection tends to start first, so that it wins the lock in enough
     # iterations; the windows overlap, so either can start first
     d_inj, d_race = rng.uniform(0, MAX_DELAY_S / 2), rng.uniform(0, MAX_DELAY_S * 1.5)
-    path = fs.create_file(mount, f"{race.name}-{i}.dat", RACE_FILE_PAGES * PAGE_SIZE, fill=FILL)
-    page = _fresh_page(race, path, namespace, page)
+    path, page = _fresh_file(race, mount, namespace, i, page)
     m = _fresh(cast_.people, tracer, "M", LATE, threads=2 if race.injector == MADVISE else 1)
     if race.injector == MADVISE:
         tracer.keep_alive(m.pid, m.thread_ids[1])

@@ -144,3 +144,35 @@ def test_the_kernel_log_names_the_threads():
                Lost(3, 1)]
     said = race_runner.KernelSaid.of(records)
     assert said.announced == {4242} and said.sent == {77}
+
+
+def test_a_file_given_only_poisoned_pages_is_kept_as_a_fence(monkeypatch):
+    """After as many iterations as a file has pages, the blocks the truncates freed may
+    all be poisoned: the file that gets them keeps them, and the next one is used."""
+    import pytest
+
+    from mfinject import fs, ledger
+    from mfinject.scenarios import race_runner, races
+    from mfinject.scenarios.runner import ScenarioError
+
+    made: list[str] = []
+    monkeypatch.setattr(fs, "create_file", lambda mount, name, size, fill: made.append(name)
+                        or f"/mnt/{name}")
+    poisoned_files = {"/mnt/race-truncate-7.dat", "/mnt/race-truncate-7-fence1.dat"}
+    monkeypatch.setattr(race_runner, "_extent_pfn", lambda path, ns, page: (
+        0x1000 + page if path in poisoned_files else 0x2000 + page))
+    ledger.forget()
+    for pfn in range(0x1000, 0x1000 + race_runner.RACE_FILE_PAGES):
+        ledger.note(pfn)
+    race = next(r for r in races.RACES if r.name == "race-truncate")
+    try:
+        path, page = race_runner._fresh_file(race, None, None, 7, 3)
+        assert (path, page) == ("/mnt/race-truncate-7-fence2.dat", 3)
+        assert made == ["race-truncate-7.dat", "race-truncate-7-fence1.dat",
+                        "race-truncate-7-fence2.dat"]
+        poisoned_files.update(f"/mnt/race-truncate-8{s}.dat" for s in
+                              ["", *(f"-fence{k}" for k in range(1, race_runner.FENCES + 1))])
+        with pytest.raises(ScenarioError, match="5 new files in a row"):
+            race_runner._fresh_file(race, None, None, 8, 0)
+    finally:
+        ledger.forget()
