@@ -11,6 +11,7 @@ the block was, not against what the scenario assumed it would be.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -23,6 +24,7 @@ _HEAD = struct.Struct("=IIII48x")  # fmh_iflags, fmh_oflags, fmh_count, fmh_entr
 _REC = struct.Struct("=IIQQQQ24x")  # device, flags, physical, owner, offset, length, reserved
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
+WHOLE_DEVICE = 1 << 62  # bytes: past the end of any device (the high key's physical)
 
 FMR_OF_PREALLOC = 0x1
 FMR_OF_ATTR_FORK = 0x2
@@ -133,6 +135,8 @@ def _records(fd: int, high_physical: int, count: int) -> Iterator[Mapping]:
         if entries < count or flags & FMR_OF_LAST:
             return
         at = _HEAD.size + _REC.size * (1 + entries)  # the last record: the next low key
+        if bytes(buf[at:at + _REC.size]) == low:  # a kernel that repeats itself: no hang
+            raise OSError(errno.EIO, "GETFSMAP did not advance past its low key")
         low = bytes(buf[at:at + _REC.size])
 
 
@@ -155,8 +159,7 @@ def query(mountpoint: str, start: int, length: int, count: int = 128) -> list[Ma
 def first_of(mountpoint: str, owner: int, count: int = 64) -> Mapping | None:
     """The first of the data device's first ``count`` space-map records that the
     special owner ``owner`` holds (None: none of them)."""
-    size = os.statvfs(mountpoint)
-    found = query(mountpoint, 0, size.f_blocks * size.f_frsize, count)
+    found = query(mountpoint, 0, WHOLE_DEVICE, count)
     return next((m for m in found if m.special and m.owner == owner), None)
 
 
@@ -188,22 +191,22 @@ GIVE_BACK_LIMIT_S = 10.0
 GIVE_BACK_POLL_S = 0.02
 
 
-def given_back(mountpoint: str, start: int, length: int, ino: int,
-               limit_s: float = GIVE_BACK_LIMIT_S) -> tuple[str, str] | None:
-    """Wait until inode ``ino`` no longer owns the bytes [start, start + length) of
-    the data device; then what owns them (as :func:`owner_of`). None if it still
+def owns(mountpoint: str, ino: int, start: int = 0, length: int | None = None) -> bool:
+    """Whether inode ``ino`` owns any of the bytes [start, start + length) of the data
+    device (the whole device by default)."""
+    if length is None:
+        length = WHOLE_DEVICE - start
+    return any(not m.special and m.owner == ino for m in query(mountpoint, start, length))
+
+
+def given_back(mountpoint: str, ino: int, limit_s: float = GIVE_BACK_LIMIT_S) -> bool:
+    """Wait until inode ``ino`` owns no block of the data device: False if it still
     does at the limit. statfs() expedites XFS's inode inactivation worker
-    (xfs_fs_statfs(): xfs_inodegc_push()). Where the filesystem keeps no space
-    map, nothing can be waited for: the owner is UNKNOWN at once."""
+    (xfs_fs_statfs(): xfs_inodegc_push()). OSError where there is no space map."""
     deadline = time.monotonic() + limit_s
-    while True:
-        try:
-            found = query(mountpoint, start, length)
-        except OSError as e:
-            return UNKNOWN, f"GETFSMAP on {mountpoint}: {e.strerror or e}"
-        if not any(not m.special and m.owner == ino for m in found):
-            return owner_of(mountpoint, start, length)
+    while owns(mountpoint, ino):
         if time.monotonic() >= deadline:
-            return None
+            return False
         os.statvfs(mountpoint)
         time.sleep(GIVE_BACK_POLL_S)
+    return True

@@ -45,14 +45,21 @@ def kept_files(mount: fs.Mount) -> list[str]:
             and not os.path.islink(os.path.join(top, name))]
 
 
+def kept_extents(mount: fs.Mount) -> list[fs.Extent]:
+    """Every extent of every file on the filesystem (FIEMAP, once per file)."""
+    return [ext for path in kept_files(mount) for ext in fs.extents(path)]
+
+
+def pfn_ranges_of(extents: list[fs.Extent], data_start: int) -> list[range]:
+    """The PFNs the extents cover on a device whose sector 0 is at ``data_start``."""
+    return [range((data_start + e.physical) // PAGE_SIZE,
+                  (data_start + e.physical + e.length + PAGE_SIZE - 1) // PAGE_SIZE)
+            for e in extents]
+
+
 def kept_ranges(mount: fs.Mount, data_start: int) -> list[range]:
     """The PFNs of every file on the filesystem, as ranges."""
-    return [r for path in kept_files(mount) for r in fs.pfn_ranges(path, data_start)]
-
-
-def shares_blocks(paths: list[str]) -> bool:
-    """Some file shares blocks with another (reflink: FIEMAP_EXTENT_SHARED)."""
-    return any(ext.shared for path in paths for ext in fs.extents(path))
+    return pfn_ranges_of(kept_extents(mount), data_start)
 
 
 def loose_poison(poisoned: frozenset[int], kept: list[range]) -> list[int]:
@@ -159,22 +166,27 @@ class FsPool:
             return "nothing mounted"
         if not os.path.exists(m.devpath) or not os.path.ismount(m.mountpoint):
             return f"{m.devpath} or its mount at {m.mountpoint} is gone"
-        files = kept_files(m)
+        # every file's extents, read once: the three checks below used to read
+        # them each, for every file of every test the filesystem served
+        extents = kept_extents(m)
+        unplaced = [ext for ext in extents if not ext.placed]
+        if unplaced:
+            return (f"an extent at {unplaced[0].logical} cannot be placed on the device "
+                    f"(FIEMAP flags {unplaced[0].flags:#x})")
+        held = [range(e.physical, e.physical + e.length) for e in extents]
         # a bad block inside a kept file (the poisoned test's own, or a quarantine
         # chunk) is as harmless as poison there: nobody touches those files again
         bad = quarantine.uncovered(
-            quarantine.bad_byte_ranges(pmem.badblocks(self.namespace)),
-            [r for path in files for r in quarantine.file_byte_ranges(path)])
+            quarantine.bad_byte_ranges(pmem.badblocks(self.namespace)), held)
         if bad:
             return (f"{self.namespace.blockdev} records bad blocks outside every file "
                     f"(bytes {', '.join(f'{r.start:#x}+{len(r)}' for r in bad)})")
         start = pmem.data_start(self.namespace)
-        loose = loose_poison(ledger.poisoned(),
-                             [r for path in files for r in fs.pfn_ranges(path, start)])
+        loose = loose_poison(ledger.poisoned(), pfn_ranges_of(extents, start))
         if loose:
             return (f"poisoned pfn {', '.join(hex(p) for p in loose[:4])} no longer lies in a "
                     "file (freed by a truncate, unlink, hole punch or rewrite)")
-        if shares_blocks(files):
+        if any(ext.shared for ext in extents):
             # what a shared fsdax entry logs when its inodes are evicted (the 6.1
             # WARN in dax_disassociate_entry) belongs to the test that shared it
             return "files share blocks (reflink): their eviction at unmount is this test's"

@@ -191,6 +191,8 @@ def freed_page(name: str) -> tuple[Expect, ...]:
     return (
         Expect(name, "injection", "Device or resource busy", src.DAX_LOCK_PAGE, paths=_GENERIC),
         Expect("kernel", "recovery_action", "Failed", src.DAX_ACTION_RESULT, paths=_GENERIC),
+        # the generic path tells no filesystem anything: none shuts down
+        Expect("kernel", "fs_shutdown", "none", src.COMMIT_DEV_PAGEMAP, paths=_GENERIC),
         Expect(name, "injection", "ok", src.XFS_FREE_BLOCK, paths=_NOTIFY, when=FREE_BLOCK),
         Expect("kernel", "recovery_action", "Recovered", src.DAX_ACTION_RESULT, paths=_NOTIFY,
                when=FREE_BLOCK),

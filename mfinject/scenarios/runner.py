@@ -46,7 +46,9 @@ SETTLE_QUIET_S = 0.1
 SETTLE_LIMIT_S = 10.0
 PTE_WINDOW_PAGES = 8     # a PTE mapper's window
 MAX_OFFSET_PAGE = 64     # its first file page is drawn from [1, MAX_OFFSET_PAGE)
-PIN_DELAY_MS = 3000  # how long the O_DIRECT read that pins the page stays in flight
+PIN_DELAY_MS = 1500  # how long the O_DIRECT read that pins the page stays in flight
+# (the injection comes PIN_SETTLE_S after the read starts and takes well under
+# 0.5 s under TCG; a read not in flight across it is an error of the test)
 PIN_SETTLE_S = 0.5   # after starting it, before the injection
 # each participant maps at its own address, 1 GiB apart (2 MiB-aligned for a
 # PMD): two processes forked alike would otherwise get the same one, and a
@@ -190,6 +192,7 @@ class _Play:
         self.hung: str | None = None  # a call the kernel never returned from
         # what owned the poisoned page's block just before the injection (fsmap)
         self.owner: tuple[str, str] | None = None
+        self.owner_after: str | None = None  # read again after the injection
         self.done: list[StepObs] = []
         self.start_ms: list[float] = []  # each participant's start, to its first answer
 
@@ -403,13 +406,13 @@ class _Play:
         return "ok"
 
     def truncate(self, s: st.Truncate) -> str:
-        ino = os.stat(self.files[s.file]).st_ino
+        ino = self.own_block(self.files[s.file])
         os.truncate(self.files[s.file], 0)
         os.sync()
         return self.give_back(ino, self.files[s.file])
 
     def unlink(self, s: st.Unlink) -> str:
-        ino = os.stat(self.files[s.file]).st_ino
+        ino = self.own_block(self.files[s.file])
         os.unlink(self.files[s.file])
         os.sync()
         return self.give_back(ino, self.files[s.file])
@@ -418,19 +421,31 @@ class _Play:
         """The poisoned page's byte offset on the filesystem's block device."""
         return self.pfn * PAGE_SIZE - pmem.data_start(self.namespace)
 
+    def own_block(self, path: str) -> int:
+        """The file's inode; where XFS's reverse map will be asked, checked to own the
+        poisoned page's block, as the pfn says (the namespace's data start right)."""
+        ino = os.stat(path).st_ino
+        if self.mount.mf_path == "notify_failure" and not fsmap.owns(
+                self.mount.mountpoint, ino, self.device_offset(), PAGE_SIZE):
+            raise ScenarioError(
+                f"{path} (inode {ino}) does not own device offset {self.device_offset():#x} "
+                f"of pfn {self.pfn:#x} by GETFSMAP ("
+                + fsmap.owner_of(self.mount.mountpoint, self.device_offset(), PAGE_SIZE)[1]
+                + "): the pfn and the device disagree on the namespace's data start")
+        return ino
+
     def give_back(self, ino: int, path: str) -> str:
         """Where XFS is told of the failure (its reverse map), wait until the freed
-        file no longer owns the poisoned page's block: an unlinked inode's blocks
-        are freed by a deferred worker. Then say what the block is now."""
+        file owns no block any more: an unlinked inode's blocks are freed by a
+        deferred worker. Then say what the poisoned page's block is now."""
         if self.mount.mf_path != "notify_failure":
             return "ok"
-        got = fsmap.given_back(self.mount.mountpoint, self.device_offset(), PAGE_SIZE, ino)
-        if got is None:
+        if not fsmap.given_back(self.mount.mountpoint, ino):
             raise ScenarioError(
-                f"{path}: the poisoned page's block (device offset {self.device_offset():#x}) "
-                f"still belongs to inode {ino} {fsmap.GIVE_BACK_LIMIT_S:.0f} s after it was "
-                "freed (GETFSMAP): the scenario's freed page never came to be")
-        return f"ok; its block: {got[1]}"
+                f"{path}: inode {ino} still owns blocks {fsmap.GIVE_BACK_LIMIT_S:.0f} s after "
+                "it was freed (GETFSMAP): the scenario's freed page never came to be")
+        return "ok; its block: " + fsmap.owner_of(self.mount.mountpoint, self.device_offset(),
+                                                  PAGE_SIZE)[1]
 
     def findpfn(self, s: st.FindPfn) -> str:
         path = self.files[s.file]
@@ -517,6 +532,11 @@ class _Play:
             head = pfn & ~(PMD_SIZE // PAGE_SIZE - 1)
             for p in range(head, head + PMD_SIZE // PAGE_SIZE):
                 ledger.note(p)
+        if self.owner is not None and not self.injection.hung:
+            # the fact judged by must still hold: a block whose owner changed around
+            # the injection was judged against the wrong expectation
+            self.owner_after = fsmap.owner_of(self.mount.mountpoint, self.device_offset(),
+                                              PAGE_SIZE)[0]
         if not self.injection.hung:
             for pinned in self.pins:
                 pinned.pin = _pin_outcome(pinned.p, self.inj_window)
@@ -683,11 +703,14 @@ def _observation(play: _Play, records: list[object], started: float) -> Observat
     t0 = play.t0_or_now()
     trace = play.trace
     facts = [("layout", play.layout.describe()), *play.mount_facts(),
+             ("fs_device", os.path.basename(play.mount.devpath)),
              ("participant_start_ms", ", ".join(f"{ms:g}" for ms in play.start_ms))]
     if play.hung:
         facts.append(("kernel_hung", play.hung))
     if play.owner is not None:
         facts += [("block_owner", play.owner[0]), ("block_owner_detail", play.owner[1])]
+    if play.owner_after is not None:
+        facts.append(("block_owner_after", play.owner_after))
     if not hung:
         facts += [("memory_failure_stats",
                    kernel.stats_delta(play.mf_before, kernel.memory_failure_stats())),

@@ -31,8 +31,8 @@ def freed(scenario="corrupt-pfn-deleted", *, owner="free", injection="ok", actio
     m = participant("M", maps=False)
     dmesg = (INJECT, *((SHUTDOWN, RECTIFY) if shutdown else ()),
              f"[  216.019203] Memory failure: 0x20142e: recovery action for dax page: {action}")
-    facts = () if owner is None else (("block_owner", owner),
-                                      ("block_owner_detail", f"(as GETFSMAP said: {owner})"))
+    facts = (("fs_device", "pmem0"),) + (() if owner is None else (
+        ("block_owner", owner), ("block_owner_detail", f"(as GETFSMAP said: {owner})")))
     return dataclasses.replace(observation(scenario, [i, m], path=path), dmesg=dmesg,
                                facts=facts)
 
@@ -94,6 +94,48 @@ def test_the_shutdown_lines_are_health_only_where_a_shutdown_is_expected():
     assert ("kernel", "health") in failed_checks(with_health(judge(meta), splat, meta))
 
 
+OTHER_SHUTDOWNS = [
+    # another cause of a shutdown, after the injection
+    "[  216.5] XFS (pmem0): Metadata I/O Error (0x1) detected at xfs_trans_read_buf_map+0x1f0/"
+    "0x300 [xfs] (fs/xfs/xfs_trans_buf.c:296).  Shutting down filesystem.",
+    "[  216.5] XFS (pmem0): User initiated shutdown received.  Shutting down filesystem.",
+    # the right report, of another device
+    SHUTDOWN.replace("pmem0", "pmem1"),
+]
+
+
+@pytest.mark.parametrize("line", OTHER_SHUTDOWNS)
+def test_only_the_notify_failure_shutdown_of_the_own_device_is_the_expected_one(line):
+    meta = dataclasses.replace(
+        freed(owner="metadata", injection="Structure needs cleaning", action="Failed"),
+        dmesg=(INJECT, line, RECTIFY.replace("pmem0", "pmem1" if "pmem1" in line else "pmem0"),
+               "[  216.6] Memory failure: 0x20142e: recovery action for dax page: Failed"))
+    v = judge(meta)
+    assert failed_checks(v) == {("kernel", "fs_shutdown")}
+    assert "not the expected report" in next(c.observed for c in v.checks
+                                             if c.field == "fs_shutdown")
+
+
+def test_half_a_shutdown_report_or_one_before_the_injection_is_not_the_shutdown():
+    base = freed(owner="metadata", injection="Structure needs cleaning", action="Failed")
+    fail = "[  216.6] Memory failure: 0x20142e: recovery action for dax page: Failed"
+    for dmesg in ((INJECT, SHUTDOWN, fail), (SHUTDOWN, RECTIFY, INJECT, fail)):
+        v = judge(dataclasses.replace(base, dmesg=dmesg))
+        assert failed_checks(v) == {("kernel", "fs_shutdown")}
+
+
+def test_other_xfs_errors_beside_the_expected_shutdown_are_health_findings():
+    meta = freed(owner="metadata", injection="Structure needs cleaning", action="Failed",
+                 shutdown=True)
+    for line in ("XFS (pmem0): Metadata corruption detected at xfs_allocbt_read_verify+0x10",
+                 "XFS (pmem0): Internal error XFS_WANT_CORRUPTED_GOTO at line 1",
+                 "XFS (pmem1): log I/O error -5", "foo: XFS (pmem0): bar",
+                 f"foo: {RECTIFY[15:]}", f"{RECTIFY} and more",
+                 RECTIFY.replace("pmem0", "pmem1")):
+        v = with_health(judge(meta), [f"unexpected error message: {line}"], meta)
+        assert ("kernel", "health") in failed_checks(v), line
+
+
 def _rec(flags, physical, owner, offset=0, length=4096):
     return fsmap.Mapping(physical, length, owner, flags, offset)
 
@@ -128,3 +170,44 @@ def test_fsmap_ioctl_layout():
     assert fsmap.device_cookie(os.makedev(259, 0)) == 259 << 8
     assert fsmap.device_cookie(os.makedev(259, 0x123)) == (0x23 | (259 << 8) | (0x100 << 12))
 
+
+
+def test_an_owner_that_changed_around_the_injection_is_an_error():
+    moved = freed()
+    moved = dataclasses.replace(moved, facts=(*moved.facts, ("block_owner_after", "metadata")))
+    v = judge(moved)
+    assert v.verdict == ERROR
+    assert any("was 'free' before the injection and 'metadata' after it" in c.message
+               for c in v.checks)
+    # unreadable after (a shut-down filesystem answers GETFSMAP with EIO): nothing to compare
+    meta = freed(owner="metadata", injection="Structure needs cleaning", action="Failed",
+                 shutdown=True)
+    meta = dataclasses.replace(meta, facts=(*meta.facts, ("block_owner_after", "unknown")))
+    assert judge(meta).verdict == PASS
+
+
+def test_a_shutdown_on_the_generic_path_fails():
+    v = judge(freed(owner=None, path="generic", injection="Device or resource busy",
+                    action="Failed", shutdown=True))
+    assert failed_checks(v) == {("kernel", "fs_shutdown")}
+
+
+def test_a_space_map_that_does_not_advance_is_an_error_not_a_hang(monkeypatch, tmp_path):
+    import errno
+    import os
+
+    def same_page(fd, request, buf):
+        count = fsmap._HEAD.unpack_from(buf, 0)[2]
+        fsmap._HEAD.pack_into(buf, 0, 0, 0, count, count)
+        for i in range(count):
+            fsmap._REC.pack_into(buf, fsmap._HEAD.size + fsmap._REC.size * (2 + i),
+                                 0, fsmap.FMR_OF_SPECIAL_OWNER, 0, fsmap.FMR_OWN_FREE, 0, 4096)
+        return 0
+    monkeypatch.setattr(fsmap.fcntl, "ioctl", same_page)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as e:
+            list(fsmap._records(fd, 1 << 30, 4))
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
