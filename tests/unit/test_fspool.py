@@ -7,6 +7,7 @@ poisoned before its injection. These feed the decision exactly that.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from types import SimpleNamespace
 
@@ -251,3 +252,25 @@ def test_every_injector_says_how_long_to_wait_after_it() -> None:
     for name, cls in injectors.INJECTORS.items():
         want = injectors.ASYNC_QUIET_S if name.startswith("mce") else injectors.SYNC_QUIET_S
         assert cls.settle_quiet_s == want, name
+
+
+def test_a_reset_rebinds_the_pfn_device_that_claims_the_namespace(tmp_path, monkeypatch):
+    """sysfs as the 6.1 guest shows it (pfn0.0 claims namespace0.0, pfn0.1 is the seed)."""
+    devices, driver = tmp_path / "devices", tmp_path / "nd_pmem"
+    driver.mkdir()
+    for name, claims, bound in (("pfn0.0", "namespace0.0", True), ("pfn0.1", "", False),
+                                ("pfn1.0", "namespace1.0", False)):
+        (devices / name).mkdir(parents=True)
+        (devices / name / "namespace").write_text(claims + "\n")
+        if bound:
+            (devices / name / "driver").symlink_to(driver)
+    ns = pmem.Namespace("namespace0.0", "fsdax", "pmem0", 0, 1 << 30)
+    assert pmem.claim_of(ns, devices) == "pfn0.0"
+    assert pmem.claim_of(dataclasses.replace(ns, name="namespace2.0"), devices) is None
+    ledger.note(0x1234)
+    pmem._rebind("pfn0.0", driver, devices)
+    assert (driver / "unbind").read_text() == "pfn0.0" == (driver / "bind").read_text()
+    assert not ledger.poisoned()  # the memmap is new: no page is poisoned any more
+    (driver / "unbind").unlink()
+    pmem._rebind("pfn1.0", driver, devices)  # unbound already (6.12 after unbind-mounted)
+    assert not (driver / "unbind").exists() and (driver / "bind").read_text() == "pfn1.0"
