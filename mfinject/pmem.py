@@ -240,17 +240,30 @@ def claim_of(ns: Namespace, devices: Path = ND_DEVICES) -> str | None:
     return None
 
 
-def _rebind(claim: str, driver: Path = ND_PMEM_DRIVER, devices: Path = ND_DEVICES) -> None:
+def _rebind(claim: str, devpath: str | None, driver: Path = ND_PMEM_DRIVER,
+            devices: Path = ND_DEVICES) -> None:
     """Unbind the pfn device from nd_pmem (unless nothing binds it: unbind-mounted
-    leaves it so on 6.12) and bind it again."""
-    try:
-        if (devices / claim / "driver").exists():
+    leaves it so on 6.12) and bind it again.
+
+    As ndctl disable-namespace does, the block device is held open O_EXCL across
+    the unbind: a sysfs unbind refuses nothing, and a filesystem still mounted
+    somewhere would be told its device is going (kill_dax(): a shutdown, killed
+    mappers, on 7.2 and 7.3 a hung task). A bind the kernel refuses raises."""
+    if (devices / claim / "driver").exists():
+        fd = None
+        if devpath is not None and os.path.exists(devpath):
+            try:
+                fd = os.open(devpath, os.O_RDWR | os.O_EXCL)
+            except OSError as e:
+                raise PmemError(f"{devpath} is in use ({e.strerror}): unmount it before "
+                                "the namespace is reset") from e
+        try:
             (driver / "unbind").write_text(claim)
-        ledger.forget()
-        (driver / "bind").write_text(claim)
-    except OSError as e:
-        raise PmemError(f"rebinding {claim} to nd_pmem: {e.strerror}; try ndctl "
-                        "disable-namespace and enable-namespace by hand") from e
+        finally:
+            if fd is not None:
+                os.close(fd)
+    ledger.forget()  # the pages' memmap is gone with the unbind
+    (driver / "bind").write_text(claim)
 
 
 def reset(ns: Namespace) -> Namespace:
@@ -269,10 +282,15 @@ def reset(ns: Namespace) -> Namespace:
     claim = claim_of(ns) if ns.mode == "fsdax" else None
     waiter = BlockdevWaiter()
     try:
-        if claim is not None:
-            with _slow(f"unbind and bind {claim}"):
-                _rebind(claim)
-        else:
+        try:
+            if claim is not None:
+                with _slow(f"unbind and bind {claim}"):
+                    _rebind(claim, f"/dev/{ns.blockdev}" if ns.blockdev else None)
+        except OSError as e:  # the bind refused: what ndctl makes of the namespace
+            log.warning("binding %s to nd_pmem: %s; resetting %s with ndctl instead",
+                        claim, e, ns.name)
+            claim = None
+        if claim is None:
             with _slow("ndctl disable-namespace"):
                 ndctl("disable-namespace", ns.name)
             ledger.forget()

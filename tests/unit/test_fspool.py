@@ -8,6 +8,7 @@ poisoned before its injection. These feed the decision exactly that.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from types import SimpleNamespace
 
@@ -268,9 +269,24 @@ def test_a_reset_rebinds_the_pfn_device_that_claims_the_namespace(tmp_path, monk
     assert pmem.claim_of(ns, devices) == "pfn0.0"
     assert pmem.claim_of(dataclasses.replace(ns, name="namespace2.0"), devices) is None
     ledger.note(0x1234)
-    pmem._rebind("pfn0.0", driver, devices)
+    pmem._rebind("pfn0.0", None, driver, devices)
     assert (driver / "unbind").read_text() == "pfn0.0" == (driver / "bind").read_text()
     assert not ledger.poisoned()  # the memmap is new: no page is poisoned any more
     (driver / "unbind").unlink()
-    pmem._rebind("pfn1.0", driver, devices)  # unbound already (6.12 after unbind-mounted)
+    pmem._rebind("pfn1.0", None, driver, devices)  # unbound already (6.12, unbind-mounted)
     assert not (driver / "unbind").exists() and (driver / "bind").read_text() == "pfn1.0"
+    # a block device someone still holds (a mount elsewhere): never unbound under it
+    disk = tmp_path / "pmem0"
+    disk.write_text("")
+    real_open = os.open
+
+    def busy(path, flags, *args):
+        if str(path) == str(disk) and flags & os.O_EXCL:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(pmem.os, "open", busy)
+    ledger.note(0x1234)
+    with pytest.raises(pmem.PmemError, match="pmem0 is in use .*unmount it"):
+        pmem._rebind("pfn0.0", str(disk), driver, devices)
+    assert not (driver / "unbind").exists() and ledger.poisoned()
+    ledger.forget()
