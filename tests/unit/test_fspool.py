@@ -290,3 +290,30 @@ def test_a_reset_rebinds_the_pfn_device_that_claims_the_namespace(tmp_path, monk
         pmem._rebind("pfn0.0", str(disk), driver, devices)
     assert not (driver / "unbind").exists() and ledger.poisoned()
     ledger.forget()
+
+
+def test_a_namespace_is_read_from_sysfs_as_ndctl_lists_it(tmp_path):
+    """The layouts of a 6.1 guest: fsdax (pfn0.0 claims namespace0.0 and holds pmem0),
+    raw (the namespace itself bound, pmem1 under it), disabled (nothing bound)."""
+    devices = tmp_path / "devices"
+    driver = tmp_path / "nd_pmem"
+    driver.mkdir()
+
+    def dev(name, holder=None, bound=False, disk=None):
+        (devices / name).mkdir(parents=True)
+        if holder is not None:
+            (devices / name / "holder").write_text(holder + "\n")
+        if bound:
+            (devices / name / "driver").symlink_to(driver)
+        if disk:
+            (devices / name / "block" / disk).mkdir(parents=True)
+    dev("namespace0.0", "pfn0.0")
+    dev("pfn0.0", bound=True, disk="pmem0")
+    dev("namespace1.0", "", bound=True, disk="pmem1")
+    dev("namespace2.0", "pfn2.0")
+    dev("pfn2.0")
+    dev("namespace3.0")  # no holder attribute: ask ndctl
+    assert pmem.from_sysfs("namespace0.0", devices) == ("fsdax", "pmem0")
+    assert pmem.from_sysfs("namespace1.0", devices) == ("raw", "pmem1")
+    assert pmem.from_sysfs("namespace2.0", devices) is None
+    assert pmem.from_sysfs("namespace3.0", devices) is None
