@@ -681,16 +681,20 @@ def extents(path: str, per_call: int = 64) -> list[Extent]:
         os.close(fd)
 
 
+def extent_pfn_ranges(exts: list[Extent], data_start: int) -> list[range]:
+    """The PFNs placed extents cover on a device whose sector 0 is at physical address
+    ``data_start``, as ranges."""
+    return [range((data_start + e.physical) // PAGE_SIZE,
+                  (data_start + e.physical + e.length + PAGE_SIZE - 1) // PAGE_SIZE)
+            for e in exts]
+
+
 def pfn_ranges(path: str, data_start: int) -> list[range]:
-    """The PFNs of a file's blocks on a device whose sector 0 is at physical address
-    ``data_start``, as ranges; FsError for an extent that cannot be placed there
-    (delayed allocation, inline data, ...)."""
-    ranges = []
-    for ext in extents(path):
+    """The PFNs of a file's blocks (:func:`extent_pfn_ranges`); FsError for an extent
+    that cannot be placed on the device (delayed allocation, inline data, ...)."""
+    exts = extents(path)
+    for ext in exts:
         if not ext.placed:
             raise FsError(f"{path}: an extent at {ext.logical} cannot be placed on the device "
                           f"(FIEMAP flags {ext.flags:#x})")
-        first = (data_start + ext.physical) // PAGE_SIZE
-        ranges.append(range(first, (data_start + ext.physical + ext.length + PAGE_SIZE - 1)
-                            // PAGE_SIZE))
-    return ranges
+    return extent_pfn_ranges(exts, data_start)

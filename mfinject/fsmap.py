@@ -26,7 +26,6 @@ U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 WHOLE_DEVICE = 1 << 62  # bytes: past the end of any device (the high key's physical)
 
-FMR_OF_PREALLOC = 0x1
 FMR_OF_ATTR_FORK = 0x2
 FMR_OF_EXTENT_MAP = 0x4
 FMR_OF_SHARED = 0x8
@@ -156,10 +155,10 @@ def query(mountpoint: str, start: int, length: int, count: int = 128) -> list[Ma
         os.close(fd)
 
 
-def first_of(mountpoint: str, owner: int, count: int = 64) -> Mapping | None:
-    """The first of the data device's first ``count`` space-map records that the
-    special owner ``owner`` holds (None: none of them)."""
-    found = query(mountpoint, 0, WHOLE_DEVICE, count)
+def first_of(mountpoint: str, owner: int) -> Mapping | None:
+    """The data device's first space-map record that the special owner ``owner``
+    holds (None: none)."""
+    found = query(mountpoint, 0, WHOLE_DEVICE)
     return next((m for m in found if m.special and m.owner == owner), None)
 
 

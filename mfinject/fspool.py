@@ -50,18 +50,6 @@ def kept_extents(mount: fs.Mount) -> list[fs.Extent]:
     return [ext for path in kept_files(mount) for ext in fs.extents(path)]
 
 
-def pfn_ranges_of(extents: list[fs.Extent], data_start: int) -> list[range]:
-    """The PFNs the extents cover on a device whose sector 0 is at ``data_start``."""
-    return [range((data_start + e.physical) // PAGE_SIZE,
-                  (data_start + e.physical + e.length + PAGE_SIZE - 1) // PAGE_SIZE)
-            for e in extents]
-
-
-def kept_ranges(mount: fs.Mount, data_start: int) -> list[range]:
-    """The PFNs of every file on the filesystem, as ranges."""
-    return pfn_ranges_of(kept_extents(mount), data_start)
-
-
 def loose_poison(poisoned: frozenset[int], kept: list[range]) -> list[int]:
     """The poisoned PFNs that no kept file holds: free space a later file may be given."""
     return sorted(p for p in poisoned if not any(p in r for r in kept))
@@ -182,7 +170,7 @@ class FsPool:
             return (f"{self.namespace.blockdev} records bad blocks outside every file "
                     f"(bytes {', '.join(f'{r.start:#x}+{len(r)}' for r in bad)})")
         start = pmem.data_start(self.namespace)
-        loose = loose_poison(ledger.poisoned(), pfn_ranges_of(extents, start))
+        loose = loose_poison(ledger.poisoned(), fs.extent_pfn_ranges(extents, start))
         if loose:
             return (f"poisoned pfn {', '.join(hex(p) for p in loose[:4])} no longer lies in a "
                     "file (freed by a truncate, unlink, hole punch or rewrite)")

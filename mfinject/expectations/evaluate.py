@@ -64,7 +64,8 @@ def fs_shutdown(obs: Observation) -> str:
     poisoned metadata on the scenario's own device (the fs_device fact); any other
     shutdown report, or half of one, is named as it is; else "none"."""
     device = obs.fact("fs_device")
-    start = next((i for i, line in enumerate(obs.dmesg) if INJECTING in line), 0)
+    # no injection logged: nothing counts as its shutdown
+    start = next((i for i, line in enumerate(obs.dmesg) if INJECTING in line), len(obs.dmesg))
     after = obs.dmesg[start:]
     if all(any(_of_device(rx, line, device) for line in after) for rx in XFS_NOTIFY_SHUTDOWN):
         return SHUT_DOWN

@@ -14,8 +14,7 @@ under the xarray lock (dax_lock_page(), later dax_lock_folio()).
 - corrupt-pfn-unpoison: as corrupt-pfn-unmapped, then I writes the PFN to unpoison-pfn.
 - corrupt-pfn-deleted: as corrupt-pfn-unmapped, and the file was unlinked
   (nobody holds it open): its blocks are given back, as truncated (XFS frees
-  them from a deferred worker: the step waits until the file no longer owns the
-  poisoned page's block).
+  them from a deferred worker: the step waits until the file owns no block).
 - corrupt-pfn-never-mapped: nobody ever mapped or faulted the page; I
   finds its PFN through the file's extent map (FIEMAP). page->mapping was
   never set: the zero-reference page of the 2022 linux-mm thread.

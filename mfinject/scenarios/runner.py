@@ -421,6 +421,12 @@ class _Play:
         """The poisoned page's byte offset on the filesystem's block device."""
         return self.pfn * PAGE_SIZE - pmem.data_start(self.namespace)
 
+    def block_owner(self, blocks_on: int = 0) -> tuple[str, str]:
+        """What the space map says owns the poisoned page's block (or the one
+        ``blocks_on`` after it): the block_owner fact and its description."""
+        return fsmap.owner_of(self.mount.mountpoint, self.device_offset() + blocks_on * PAGE_SIZE,
+                              PAGE_SIZE)
+
     def own_block(self, path: str) -> int:
         """The file's inode; where XFS's reverse map will be asked, checked to own the
         poisoned page's block, as the pfn says (the namespace's data start right)."""
@@ -429,9 +435,8 @@ class _Play:
                 self.mount.mountpoint, ino, self.device_offset(), PAGE_SIZE):
             raise ScenarioError(
                 f"{path} (inode {ino}) does not own device offset {self.device_offset():#x} "
-                f"of pfn {self.pfn:#x} by GETFSMAP ("
-                + fsmap.owner_of(self.mount.mountpoint, self.device_offset(), PAGE_SIZE)[1]
-                + "): the pfn and the device disagree on the namespace's data start")
+                f"of pfn {self.pfn:#x} by GETFSMAP ({self.block_owner()[1]}): the pfn and the "
+                "device disagree on the namespace's data start")
         return ino
 
     def give_back(self, ino: int, path: str) -> str:
@@ -444,8 +449,7 @@ class _Play:
             raise ScenarioError(
                 f"{path}: inode {ino} still owns blocks {fsmap.GIVE_BACK_LIMIT_S:.0f} s after "
                 "it was freed (GETFSMAP): the scenario's freed page never came to be")
-        return "ok; its block: " + fsmap.owner_of(self.mount.mountpoint, self.device_offset(),
-                                                  PAGE_SIZE)[1]
+        return "ok; its block: " + self.block_owner()[1]
 
     def findpfn(self, s: st.FindPfn) -> str:
         path = self.files[s.file]
@@ -463,7 +467,7 @@ class _Play:
         found = fsmap.first_of(self.mount.mountpoint, fsmap.XFS_OWN_AG)
         if found is None:
             raise ScenarioError(f"GETFSMAP on {self.mount.mountpoint} names no per-AG "
-                                "metadata block among the first records")
+                                "metadata block")
         pfn = (pmem.data_start(self.namespace) + found.physical) // PAGE_SIZE
         if not self.namespace.contains_pfn(pfn):
             raise ScenarioError(f"XFS metadata at device offset {found.physical:#x} is pfn "
@@ -502,11 +506,9 @@ class _Play:
             raise ScenarioError(f"two mappers map the poisoned page at one address ({addrs}): "
                                 "a signal sent to the wrong one could not be told apart")
         if self.mount.mf_path == "notify_failure":  # what XFS's reverse map will say
-            at = self.device_offset()
-            kind, what = fsmap.owner_of(self.mount.mountpoint, at, PAGE_SIZE)
+            kind, what = self.block_owner()
             # a kernel before 5cf32f63b0f4 (v6.5) asks about the next block too
-            _, after = fsmap.owner_of(self.mount.mountpoint, at + PAGE_SIZE, PAGE_SIZE)
-            self.owner = (kind, f"{what} (the next block: {after})")
+            self.owner = (kind, f"{what} (the next block: {self.block_owner(1)[1]})")
         self.hw_before = kernel.hardware_corrupted_kb()
         self.mf_before = kernel.memory_failure_stats()
         self.t0 = time.monotonic_ns()
@@ -537,8 +539,7 @@ class _Play:
             # the injection was judged against the wrong expectation. (Unless the
             # device is gone: unbind-mounted takes it, on 6.12 for good.)
             try:
-                self.owner_after = fsmap.owner_of(self.mount.mountpoint, self.device_offset(),
-                                                  PAGE_SIZE)[0]
+                self.owner_after = self.block_owner()[0]
             except pmem.PmemError as e:
                 log.info("the poisoned block's owner not read again: %s", e)
                 self.owner_after = fsmap.UNKNOWN

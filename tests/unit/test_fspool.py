@@ -21,6 +21,11 @@ from mfinject.hooks import by_fs_kind
 PAGE = syscalls.PAGE_SIZE
 
 
+def _kept(mount, data_start=0):
+    """The PFNs of every file on the filesystem, as FsPool.why_not_keep() reads them."""
+    return fs.extent_pfn_ranges(fspool.kept_extents(mount), data_start)
+
+
 @pytest.fixture(autouse=True)
 def empty_ledger():
     ledger.forget()
@@ -44,7 +49,7 @@ def _pfn(path, page: int) -> int:
 def test_poison_inside_a_kept_file_is_not_loose(tmp_path):
     mount = _files(tmp_path, "a.dat", "b.dat")
     poisoned = frozenset({_pfn(tmp_path / "a.dat", 2), _pfn(tmp_path / "b.dat", 0)})
-    assert fspool.loose_poison(poisoned, fspool.kept_ranges(mount, 0)) == []
+    assert fspool.loose_poison(poisoned, _kept(mount)) == []
 
 
 def test_poison_of_a_file_since_unlinked_is_loose(tmp_path):
@@ -52,7 +57,7 @@ def test_poison_of_a_file_since_unlinked_is_loose(tmp_path):
     mount = _files(tmp_path, "a.dat", "b.dat")
     freed = _pfn(tmp_path / "a.dat", 1)
     os.unlink(tmp_path / "a.dat")
-    assert fspool.loose_poison(frozenset({freed}), fspool.kept_ranges(mount, 0)) == [freed]
+    assert fspool.loose_poison(frozenset({freed}), _kept(mount)) == [freed]
 
 
 def test_poison_of_a_truncated_file_is_loose(tmp_path):
@@ -60,13 +65,13 @@ def test_poison_of_a_truncated_file_is_loose(tmp_path):
     freed = _pfn(tmp_path / "a.dat", 3)
     os.truncate(tmp_path / "a.dat", PAGE)
     os.sync()
-    assert fspool.loose_poison(frozenset({freed}), fspool.kept_ranges(mount, 0)) == [freed]
+    assert fspool.loose_poison(frozenset({freed}), _kept(mount)) == [freed]
 
 
 def test_the_data_start_moves_every_range(tmp_path):
     mount = _files(tmp_path, "a.dat")
     pfn = _pfn(tmp_path / "a.dat", 0)
-    shifted = fspool.kept_ranges(mount, 1 << 30)
+    shifted = _kept(mount, 1 << 30)
     assert fspool.loose_poison(frozenset({pfn}), shifted) == [pfn]
     assert fspool.loose_poison(frozenset({pfn + (1 << 30) // PAGE}), shifted) == []
 
@@ -85,7 +90,7 @@ def test_every_extent_of_a_fragmented_file_is_read(tmp_path):
     assert [e.logical for e in found] == [p * PAGE for p in range(0, 40, 2)]
     last = _pfn(path, 38)
     assert fspool.loose_poison(frozenset({last}),
-                               fspool.kept_ranges(SimpleNamespace(mountpoint=str(tmp_path)), 0)
+                               _kept(SimpleNamespace(mountpoint=str(tmp_path)))
                                ) == []
 
 
