@@ -59,11 +59,19 @@ def facts_line(obs: dict[str, Any]) -> str | None:
     return None
 
 
+def path_text(obs: dict[str, Any], untraced: str = "not traced") -> str:
+    """The path the injection took, and where its verdict rests on it, what the space
+    map said the poisoned block was (the block_owner fact)."""
+    owner = dict(obs.get("facts") or []).get("block_owner")
+    path = obs.get("path_observed", untraced)
+    return f"{path} (block: {owner})" if owner else path
+
+
 def observed_cell(r: ScenarioResult) -> str:
     if r.observation is None:
         return r.message.splitlines()[0] if r.message else "-"
     lines = [_observed_participant(p) for p in r.observation["participants"]]
-    lines.append(f"path: {r.observation.get('path_observed', 'not traced')}, HardwareCorrupted "
+    lines.append(f"path: {path_text(r.observation)}, HardwareCorrupted "
                  f"+{r.observation.get('hardware_corrupted_delta_kb')} kB")
     extra = facts_line(r.observation)
     if extra:
@@ -166,7 +174,7 @@ def short_cell(r: ScenarioResult) -> str:
     extra = facts_line(r.observation)
     is_race = "seed" in dict(r.observation.get("facts") or [])
     sigs = "\n".join([*(() if is_race else (_signature(p) for p in r.observation["participants"])),
-                      f"via {r.observation.get('path_observed', '?')}",
+                      f"via {path_text(r.observation, '?')}",
                       *([extra] if extra else [])])
     if r.verdict == PASS:
         return f"pass {sigs}"

@@ -212,3 +212,18 @@ def test_a_space_map_that_does_not_advance_is_an_error_not_a_hang(monkeypatch, t
         assert e.value.errno == errno.EIO
     finally:
         os.close(fd)
+
+
+def test_the_table_says_what_the_block_was_where_the_verdict_rests_on_it():
+    from mfinject import results
+    from mfinject.report import table
+
+    meta = freed(owner="metadata", injection="Structure needs cleaning", action="Failed",
+                 shutdown=True)
+    row = results.from_observation(meta, judge(meta), "t")
+    assert "via notify_failure (block: metadata)" in table.short_cell(row)
+    assert "path: notify_failure (block: metadata)" in table.observed_cell(row)
+    generic = freed(owner=None, path="generic", action="Failed",
+                    injection="Device or resource busy")
+    cell = table.short_cell(results.from_observation(generic, judge(generic), "t"))
+    assert "via generic" in cell and "block:" not in cell
