@@ -134,12 +134,54 @@ def split_mkfs_options(text: str) -> tuple[str, ...]:
     return args
 
 
+# <uapi/linux/mount.h>: the options mount(8) turns into mount(2)'s flags, each
+# with the flags it sets and those it clears; all others go to the filesystem
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 1, 2, 4, 8, 16
+MS_DIRSYNC, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 128, 256, 1024, 2048
+MS_SILENT, MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 1 << 15, 1 << 21, 1 << 24, 1 << 25
+MOUNT_FLAGS: dict[str, tuple[int, int]] = {
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY),
+    "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV),
+    "noexec": (MS_NOEXEC, 0), "exec": (0, MS_NOEXEC),
+    "sync": (MS_SYNCHRONOUS, 0), "async": (0, MS_SYNCHRONOUS),
+    "dirsync": (MS_DIRSYNC, 0), "nosymfollow": (MS_NOSYMFOLLOW, 0),
+    "noatime": (MS_NOATIME, 0), "atime": (0, MS_NOATIME),
+    "nodiratime": (MS_NODIRATIME, 0), "diratime": (0, MS_NODIRATIME),
+    "relatime": (MS_RELATIME, 0), "norelatime": (0, MS_RELATIME),
+    "strictatime": (MS_STRICTATIME, 0), "nostrictatime": (0, MS_STRICTATIME),
+    "lazytime": (MS_LAZYTIME, 0), "nolazytime": (0, MS_LAZYTIME),
+    "silent": (MS_SILENT, 0), "loud": (0, MS_SILENT),
+    "defaults": (0, 0),
+}
+# options only mount(8) and fstab know: they mean nothing to a mount made here
+FSTAB_ONLY = frozenset({"auto", "noauto", "nofail", "user", "nouser", "users", "owner", "group",
+                        "_netdev"})
+FSTAB_PREFIXES = ("x-", "comment=")
+
+
+def split_mount_options(opts: str) -> tuple[int, str]:
+    """mount(2)'s flags and data for mount(8)'s ``-o`` list, as mount(8) splits it."""
+    flags, data = 0, []
+    for opt in filter(None, opts.split(",")):
+        if opt in MOUNT_FLAGS:
+            on, off = MOUNT_FLAGS[opt]
+            flags = (flags | on) & ~off
+        else:
+            data.append(opt)
+    return flags, ",".join(data)
+
+
 def check_mount_options(text: str) -> str:
     """Mount options that ask for DAX; ValueError naming the fix otherwise."""
     opts = text.strip()
     if not opts or any(c.isspace() for c in opts):
         raise ValueError("give the mount options as one comma-separated list without spaces, "
                          "as for mount -o (dax=always,noatime)")
+    fstab = [o for o in opts.split(",") if o in FSTAB_ONLY or o.startswith(FSTAB_PREFIXES)]
+    if fstab:
+        raise ValueError(f"{', '.join(fstab)}: fstab options, which mount(8) keeps to itself; "
+                         "the suite mounts through mount(2): leave them out")
     if dax_mode(opts, default="") not in ("always", "inode"):
         raise ValueError(f"the mount options {opts!r} do not ask for DAX: the suite poisons DAX "
                          "pages; add dax=always (or dax=inode)")
@@ -443,6 +485,16 @@ def _dax_inherited(directory: str) -> None:
                       "per-inode DAX flag; mount with -o dax=always instead")
 
 
+def _mount(kind: FsKind, devpath: str, mountpoint: str) -> None:
+    flags, data = split_mount_options(kind.mount_options)
+    log.info("+ mount -t %s -o %s %s %s", kind.fstype, kind.mount_options, devpath, mountpoint)
+    try:
+        syscalls.mount(devpath, mountpoint, kind.fstype, flags, data)
+    except OSError as e:
+        raise FsError(f"mount -t {kind.fstype} -o {kind.mount_options} {devpath} {mountpoint}: "
+                      f"{e.strerror}: the kernel's log says why (dmesg | tail)") from e
+
+
 def _umount(mountpoint: str) -> None:
     try:
         syscalls.umount(mountpoint)
@@ -462,8 +514,7 @@ def mounted(kind: FsKind, devpath: str, *, make: bool = True) -> Iterator[Mount]
         mkfs(kind, devpath)
     mountpoint = tempfile.mkdtemp(prefix=f"mfinject-{kind.name}-", dir="/run")
     try:
-        _run(["mount", "-t", kind.fstype, "-o", kind.mount_options, devpath, mountpoint],
-             "apt-get install mount")
+        _mount(kind, devpath, mountpoint)
         try:
             if kind.dax_inode:
                 _dax_inherited(mountpoint)

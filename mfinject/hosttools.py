@@ -73,13 +73,14 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring", VM,
              "verifies the downloaded kernel packages"),
     # --- the guest side: fixtures, scenarios, pins (also on a pmem host) ---
-    HostTool("bash", "bash", GUEST, "runs a pmem owner's command line (mfinject vm "
-             "--pmem-host-command)"),
+    HostTool("bash", "bash", GUEST, "runs the guest's script for a boot (guest.sh, "
+             "cache-imports.sh) and a pmem owner's command line (mfinject vm --pmem-host-command)"),
     HostTool("ndctl", "ndctl", GUEST, "finds, reconfigures and resets the namespace"),
     HostTool("mkfs.xfs", "xfsprogs", GUEST, "makes the XFS filesystems"),
     HostTool("xfs_io", "xfsprogs", GUEST, "sets the PMD extent size hint"),
     HostTool("mkfs.ext4", "e2fsprogs", GUEST, "makes the ext4 filesystems"),
-    HostTool("mount", "mount", GUEST, "mounts with -o dax=always or dax=inode"),
+    HostTool("mount", "mount", GUEST, "mounts the guest's cached share and debugfs in a guard test "
+             "(the filesystems under test: mount(2))"),
     HostTool("umount", "mount", GUEST, "unmounts debugfs in a guard test and the guest's staging "
              "share"),
     HostTool("losetup", "mount", GUEST, "backs the dm-delay device of the O_DIRECT pin"),

@@ -60,9 +60,10 @@ def config() -> dict[str, str] | None:
 def parse_config(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
-        m = re.match(r"(CONFIG_\w+)=(.*)", line)
-        if m:
-            out[m[1]] = m[2]
+        if line.startswith("CONFIG_"):
+            key, eq, value = line.partition("=")
+            if eq:
+                out[key] = value
     return out
 
 

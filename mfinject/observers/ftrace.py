@@ -167,7 +167,7 @@ class FunctionTrace:
                             for line in Path("/proc/modules").read_text().splitlines())
         missing = to_try(FUNCTIONS, self.functions, self._modules, modules)
         self._modules = modules
-        self.functions += _append(self.inst / "set_ftrace_filter", missing)
+        self.functions += _append(FilterFile(self.inst / "set_ftrace_filter"), missing)
         if self.functions and not self.available:
             self.available = _write(self.inst / "current_tracer", "function")
 
@@ -227,24 +227,101 @@ def to_try(wanted: tuple[str, ...], have: list[str], modules_before: frozenset[s
             and (modules_before is None or MODULE_OF.get(fn) in new)]
 
 
-def _append(path: Path, functions: list[str]) -> list[str]:
-    """Add each function to a filter file in one open; returns those the kernel took.
+class FilterFile:
+    """An instance's set_ftrace_filter, and the listing of what it can take."""
 
-    A function the kernel does not have (dax_lock_folio on 6.1, xfs_* before
-    xfs.ko is loaded) fails its own write() with EINVAL; the others stand.
+    def __init__(self, path: Path, listing: Path | None = None) -> None:
+        self.path = path
+        self.listing_path = listing or TRACEFS / "available_filter_functions"
+
+    def listing(self) -> str:
+        return self.listing_path.read_text()
+
+    def names(self) -> set[str]:
+        """The functions the filter holds now (none when unreadable)."""
+        try:
+            return filter_names(self.path.read_text())
+        except OSError as e:
+            log.debug("%s: %s", self.path, e)
+            return set()
+
+    def write(self, tokens: list[str]) -> list[bool]:
+        """Each token in its own write(), in one open; which the kernel took."""
+        took = []
+        try:
+            with self.path.open("ab", buffering=0) as f:
+                for token in tokens:
+                    try:
+                        f.write(token.encode() + b"\n")
+                        took.append(True)
+                    except OSError:
+                        took.append(False)
+        except OSError as e:
+            log.debug("%s: %s", self.path, e)
+            return [False] * len(tokens)
+        return took
+
+
+def _append(ff: FilterFile, functions: list[str]) -> list[str]:
+    """Add each function to the filter; returns those the kernel took.
+
+    By index first (:func:`_append_by_index`), by name when that cannot be
+    trusted. A function the kernel does not have (dax_lock_folio on 6.1,
+    xfs_* before xfs.ko is loaded) is not taken; the others stand.
     """
     if not functions:
         return []
-    took = []
+    took = _append_by_index(ff, functions)
+    return took if took is not None else _append_by_name(ff, functions)
+
+
+def _append_by_name(ff: FilterFile, functions: list[str]) -> list[str]:
+    """A name the kernel does not have fails its write with EINVAL."""
+    return [fn for fn, ok in zip(functions, ff.write(functions)) if ok]
+
+
+def _append_by_index(ff: FilterFile, functions: list[str]) -> list[str] | None:
+    """Each function by its line in available_filter_functions (commit f79b3f338564,
+    v5.1: "a number (starting with "1") written will instead select the same
+    corresponding at the line position").
+
+    A name makes the kernel look up the symbol of every traceable function
+    (42,492 on 6.1) and compare: 0.16 s a name under TCG, 2 s for the
+    session's seven. The listing costs one such pass. What the filter then
+    holds is read back: a function not asked for (a module came or went
+    between the listing and the writes) is taken out again ("!name"; never
+    by emptying the filter, which traces every function), and None returned,
+    for the names.
+    """
     try:
-        with path.open("ab", buffering=0) as f:
-            for fn in functions:
-                try:
-                    f.write(fn.encode() + b"\n")
-                    took.append(fn)
-                except OSError:
-                    pass
+        lines = filter_lines(ff.listing(), functions)
     except OSError as e:
-        log.debug("%s: %s", path, e)
-        return []
-    return took
+        log.debug("%s: %s", ff.listing_path, e)
+        return None
+    wanted = ff.names() | set(lines)
+    ff.write([str(n) for fn in functions for n in lines.get(fn, ())])
+    held = ff.names()
+    if held == wanted:
+        return [fn for fn in functions if fn in lines]
+    log.info("%s by index holds %s, not %s: by name", ff.path, sorted(held), sorted(wanted))
+    ff.write([f"!{fn}" for fn in sorted(held - wanted)])
+    return None
+
+
+def filter_lines(listing: str, functions: list[str]) -> dict[str, list[int]]:
+    """Where each function is in available_filter_functions' text: its line numbers,
+    from 1 (a static name may be there more than once; a name enables all)."""
+    wanted = set(functions)
+    out: dict[str, list[int]] = {}
+    for n, line in enumerate(listing.splitlines(), 1):
+        name = line.split(" ", 1)[0]
+        if name in wanted:
+            out.setdefault(name, []).append(n)
+    return out
+
+
+def filter_names(text: str) -> set[str]:
+    """The functions a set_ftrace_filter read-back names ("#### all functions
+    enabled ####" when empty; a module's as "name [module]")."""
+    return {line.split(" ", 1)[0] for line in text.splitlines()
+            if line.strip() and not line.startswith("#")}

@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from mfinject import mce
 
@@ -31,6 +32,52 @@ def namespaces() -> list[str]:
     if isinstance(data, dict):
         data = [data]
     return sorted((ns["dev"] for ns in data if "dev" in ns), key=_natural)
+
+
+# The filesystems' modules, loaded while pytest starts (7 s under TCG) rather than
+# at the first mount: the function tracer then finds xfs_dax_notify_failure when
+# it starts, instead of re-patching the kernel's text once xfs.ko appears
+# (mfinject.observers.ftrace.MODULE_OF), and the load overlaps pytest's imports.
+PRELOAD = ("xfs", "ext4")
+
+
+def preload_modules() -> subprocess.Popen[bytes] | None:
+    try:
+        return subprocess.Popen(["modprobe", "-a", *PRELOAD], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None  # no modprobe: the first mount loads them
+
+
+def _lines_of(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError as e:
+        return [f"the import cache said nothing ({e})"]
+
+
+def _reap(proc: subprocess.Popen[bytes] | None, logf: TextIO) -> None:
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        logf.write(f"guest: modprobe -a {' '.join(PRELOAD)} still runs after pytest ended\n")
+
+
+def plugin_args(tests: str) -> list[str]:
+    """The plugins of the guest's pytest, the same for the host's precompile
+    (mfinject.vm.shares.precompile_rewritten): which modules pytest rewrites.
+
+    Only mfinject's plugin, named: pytest then rewrites the asserts of
+    mfinject.plugin alone, not of every module of the distribution (the flag,
+    not PYTEST_DISABLE_PLUGIN_AUTOLOAD: a test's own pytest subprocess would
+    inherit that, and lose the plugin). No conftest above the tests (the unit
+    tests' pytester), no unittest or pdb: nothing in the guest uses them, and
+    their imports cost about 0.3 s under TCG.
+    """
+    return ["--disable-plugin-autoload", "-p", "mfinject.plugin", "-p", "no:cacheprovider",
+            "-p", "no:unittest", "-p", "no:debugging", f"--confcutdir={tests}"]
 
 
 def _natural(name: str) -> tuple[int, ...]:
@@ -81,8 +128,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cwd", help="directory to run --command in")
     ap.add_argument("--args-file", type=Path,
                     help="a JSON list of pytest arguments, put before any given after --")
-    ap.add_argument("--shares", type=Path,
-                    help="the host's plan of directories to cache (mfinject.vm.shares)")
+    ap.add_argument("--shares-said", type=Path,
+                    help="what the guest's import cache did, a line each (mfinject.vm.shares)")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.pytest_args[:1] == ["--"]:
@@ -97,21 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     log_path = args.results / args.log
     with log_path.open("w", buffering=1) as logf:
         logf.write(f"guest: kernel {os.uname().release}, python {sys.version.split()[0]}\n")
-        if args.shares is not None:
-            from mfinject.vm import shares
-            for line in shares.guest_setup(args.shares):
+        if args.shares_said is not None:
+            for line in _lines_of(args.shares_said):
                 logf.write(f"guest: {line}\n")
+        preload = preload_modules()
         found = namespaces()
         ns, spares = (found[0], found[1:]) if found else (None, [])
         if ns is None:
             logf.write("guest: no pmem namespace in the VM (ndctl list -N is empty): "
                        "the emulated NVDIMM did not come up\n")
-        # only this plugin, named: pytest then rewrites the asserts of mfinject.plugin
-        # alone, not of every module of the distribution (mfinject.vm.shares)
-        # (the flag, not PYTEST_DISABLE_PLUGIN_AUTOLOAD: a test's own pytest subprocess
-        # would inherit that, and lose the plugin)
-        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", "--disable-plugin-autoload",
-               "-p", "mfinject.plugin", "-p", "no:cacheprovider",
+        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", *plugin_args(args.tests),
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ),
@@ -135,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
                             cwd=args.cwd, check=False).returncode
         logf.write(f"guest: pytest exited {rc}\n")
+        _reap(preload, logf)
     (args.results / "guest-exit").write_text(f"{rc}\n")
     return rc
 

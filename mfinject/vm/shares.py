@@ -13,8 +13,10 @@ one 9p device: each share costs virtme-ng three of the kernel's 32 boot
 environment variables, and a share per directory panicked the 6.1 guest
 with "Too many boot env vars"); the guest remounts it with ``cache=loose``
 and binds the directories Python imports from over their own paths, before
-it starts pytest. The trees must not change during a run; they must not
-anyway (a guest importing a tree being edited runs a mixture).
+it starts its first Python (cache-imports.sh: when Python did it, that
+Python itself started uncached, 3 s from the script's start to pytest's).
+The trees must not change during a run; they must not anyway (a guest
+importing a tree being edited runs a mixture).
 
 Bytecode: the guest's root is read-only, so the guest compiled every module
 of the suite on every boot that the host had not compiled: the host
@@ -31,16 +33,14 @@ and reads and writes all bytecode through an uncached share.)
 from __future__ import annotations
 
 import compileall
-import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 STAGING = "/run/mfinject/cached-root"
-NINEP_OPTS = "ro,version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose"
 
 
 def plan(paths: list[Path]) -> tuple[str, ...]:
@@ -66,6 +66,30 @@ def precompile(dirs: list[Path]) -> None:
     """Compile the suite's own modules on the host, where __pycache__ is writable."""
     for d in dirs:
         compileall.compile_dir(d, quiet=2, workers=1)
+
+
+def precompile_rewritten(suite: Path, plugin_args: list[str]) -> str | None:
+    """pytest's rewritten bytecode of the modules the guest's pytest rewrites
+    (the plugin, its hooks and fixtures, the tests), made on the host.
+
+    pytest reads that bytecode from __pycache__ even where it may not write
+    it, and checks it against the source: without it the guest rewrote the
+    asserts of nine modules at every boot (0.66 s under TCG, profiled). A host
+    that sets PYTHONDONTWRITEBYTECODE (as this project's machines do) never
+    writes it by itself, so the host collects the tests once, with the
+    guest's plugins and that variable unset. Returns why it could not, for
+    the log; the guest then rewrites them, as before.
+    """
+    # nothing of the user's: no device designated, no options added
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFINJECT_")
+           and k not in ("PYTHONDONTWRITEBYTECODE", "PYTEST_ADDOPTS", "PYTHONPYCACHEPREFIX")}
+    cmd = [sys.executable, "-m", "pytest", str(suite), "--collect-only", "-q", *plugin_args]
+    try:
+        r = subprocess.run(cmd, cwd=suite, env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{' '.join(cmd)}: {e}"
+    return None if r.returncode == 0 else f"{' '.join(cmd)} exited {r.returncode}"
 
 
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd/virtiofsd", "/usr/lib/virtiofsd",
@@ -99,57 +123,20 @@ def vng_args() -> list[str]:
 
 
 def write_plan(dirs: tuple[str, ...], path: Path) -> None:
-    path.write_text(json.dumps(list(dirs)))
+    """The plan as cache-imports.sh reads it: a directory a line."""
+    path.write_text("".join(f"{d}\n" for d in dirs))
 
 
 def read_plan(path: Path) -> tuple[str, ...]:
-    return tuple(json.loads(path.read_text()))
+    return tuple(line for line in path.read_text().splitlines() if line)
 
 
-def mounts(text: str) -> list[tuple[str, str]]:
-    """(source, mount point) of each line of /proc/self/mounts."""
-    out = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2:
-            out.append((fields[0], fields[1].replace("\\040", " ")))
-    return out
+# run by the guest before its first Python (see the script's own comment)
+SCRIPT = Path(__file__).resolve().parent / "cache-imports.sh"
 
 
-def remount_cached(dirs: tuple[str, ...], mounts_text: str) -> list[str]:
-    """Cache each planned directory in the guest; returns what was done, a line each.
-
-    A directory that is a mount point already (virtme-ng's writable overlay of
-    /usr, where Python is the system's) or has one below it is left uncached:
-    a bind over it would hide that mount.
-    Any failure leaves that directory as it was: speed is not worth a wrong run.
-    """
-    table = mounts(mounts_text)
-    source = next((src for src, at in table if at == STAGING), None)
-    if source is None:
-        return [f"nothing cached: no share at {STAGING}"]
-    failed = (_run(["umount", STAGING])
-              or _run(["mount", "-t", "9p", "-o", NINEP_OPTS, source, STAGING]))
-    if failed:
-        return [f"nothing cached: {failed}"]
-    said = []
-    for d in dirs:
-        below = [at for _, at in table if at == d or at.startswith(d.rstrip("/") + "/")]
-        failed = (f"a mount at {below[0]} would be hidden" if below
-                  else _run(["mount", "--bind", STAGING + d, d]))
-        said.append(f"{d}: not cached ({failed})" if failed
-                    else f"{d}: cached (9p cache=loose, {source})")
-    return said
-
-
-def _run(cmd: list[str]) -> str | None:
-    """Run one mount step; None if it worked, else what failed."""
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    return None if r.returncode == 0 else f"{' '.join(cmd)}: {r.stderr.strip()}"
-
-
-def guest_setup(plan_file: Path) -> list[str]:
-    """In the guest, before pytest starts: cache what the host planned."""
-    said = remount_cached(read_plan(plan_file), Path("/proc/self/mounts").read_text())
-    os.chdir(os.getcwd())  # the current directory, through the binds just made
-    return said
+def guest_prelude(plan_file: Path, said_file: Path) -> str:
+    """The guest's shell command that caches the plan's directories, saying what it did
+    in ``said_file`` (mfinject.vm.guest copies it into guest.log)."""
+    return (f"bash {shlex.quote(str(SCRIPT))} {shlex.quote(STAGING)} "
+            f"{shlex.quote(str(plan_file))} > {shlex.quote(str(said_file))} 2>&1")

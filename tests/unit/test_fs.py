@@ -509,7 +509,7 @@ def test_the_record_names_the_kind():
 # mounting, without a device: the commands are faked
 
 class _Fake:
-    """mkfs, mount, xfs_info and umount as _run would run them, and the mountinfo after."""
+    """mkfs as _run would run it, mount(2) and umount as commands, and the mountinfo after."""
 
     def __init__(self, xfs_info: str, mountinfo_options: str):
         self.cmds: list[list[str]] = []
@@ -522,6 +522,10 @@ class _Fake:
         if cmd[0] == "mount":
             self.mountpoint = cmd[-1]
         return self.xfs_info if cmd[0] == "xfs_info" else ""
+
+    def mount(self, source, target, fstype, flags=0, data=""):
+        self.flags = flags
+        self.run(["mount", "-t", fstype, "-o", data, source, target], "mount(2)")
 
     def mountinfo(self):
         return f"700 27 259:0 / {self.mountpoint} {self.options} - xfs /dev/pmem0 rw,noquota\n"
@@ -540,6 +544,7 @@ def fake(monkeypatch, tmp_path):
         monkeypatch.setattr(fs, "_run", f.run)
         # the kernel's geometry, as xfs_info prints it; the unmount, as a command
         monkeypatch.setattr(fs, "xfs_geometry", lambda mnt: fs.parse_xfs_info(xfs_info))
+        monkeypatch.setattr(fs.syscalls, "mount", f.mount)
         monkeypatch.setattr(fs, "_umount", lambda mnt: f.cmds.append(["umount", mnt]))
         monkeypatch.setattr(fs, "_mountinfo", f.mountinfo)
         monkeypatch.setattr(fs.tempfile, "mkdtemp", mkdtemp)
@@ -558,7 +563,38 @@ def test_mounted_reads_back_and_fills_in(fake):
         assert mount.path("a") == os.path.join(mount.mountpoint, "a")
     assert [c[0] for c in f.cmds] == ["mkfs.xfs", "mount", "umount"]
     assert f.cmds[1][:5] == ["mount", "-t", "xfs", "-o", "dax=always"]
+    assert f.flags == 0
     assert not Path(mount.mountpoint).exists()
+
+
+def test_mount_options_split_as_mount8_splits_them():
+    """Flags to mount(2)'s flags, the rest to the filesystem, in order; the last word wins."""
+    assert fs.split_mount_options("dax=always") == (0, "dax=always")
+    assert fs.split_mount_options("dax=inode,noatime,ro,logbufs=8") == (
+        fs.MS_NOATIME | fs.MS_RDONLY, "dax=inode,logbufs=8")
+    assert fs.split_mount_options("ro,rw,defaults,dax") == (0, "dax")
+    assert fs.split_mount_options("lazytime,nosuid,nodev,noexec,,dax=always") == (
+        fs.MS_LAZYTIME | fs.MS_NOSUID | fs.MS_NODEV | fs.MS_NOEXEC, "dax=always")
+
+
+@pytest.mark.parametrize("opts", ["dax=always,nofail", "x-systemd.automount,dax",
+                                  "dax=inode,_netdev", "comment=foo,dax"])
+def test_fstab_only_options_are_refused_by_name(opts):
+    with pytest.raises(ValueError, match="fstab options, which mount\\(8\\) keeps to itself"):
+        fs.check_mount_options(opts)
+
+
+def test_a_refused_mount_names_the_command_and_the_kernel_log(fake, monkeypatch):
+    f = fake(XFS_DEFAULT)
+
+    def refused(source, target, fstype, flags=0, data=""):
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), target)
+    monkeypatch.setattr(fs.syscalls, "mount", refused)
+    with pytest.raises(fs.FsError, match=r"mount -t xfs -o dax=always /dev/pmem0 \S+: Invalid "
+                                         r"argument: the kernel's log says why \(dmesg"):
+        with fs.mounted(fs.FS_KINDS["xfs"], "/dev/pmem0"):
+            pytest.fail("mounted() yielded what was never mounted")
+    assert [c[0] for c in f.cmds] == ["mkfs.xfs"]  # and no umount of it
 
 
 def test_mounted_refuses_a_contradiction_and_still_unmounts(fake):

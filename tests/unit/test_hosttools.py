@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +39,15 @@ COVERED = {
     ("debugkernel.py", "_configure"): "cmd starts with configkernel(): virtme-configkernel, "
                                       "the vm extra's",
     ("guest.py", "main"): "cmd is sys.executable -m pytest",
+    ("shares.py", "precompile_rewritten"): "cmd is sys.executable -m pytest, on the host",
     ("runner.py", "_probe_kvm"): "cmd starts with vng_path(): the vm extra (VM_MODULES)",
     ("runner.py", "_boot"): "cmd is vng_command(): vng, then QEMU (on the list)",
     ("benchmark.py", "_timed"): "argv is sys.executable -m mfinject.cli vm, or the runner's "
                                 "vng command (vng-command.txt) with --exec true",
     ("participant.py", "op_run"): "argv comes from a scenario step: no scenario uses it yet",
 }
+# the guest's shell scripts (run with bash) and the programs they run
+SHELL_SCRIPTS = {"cache-imports.sh": ("mount", "umount")}
 # Python itself (sys.executable), and vng: the vm extra's entry point in the
 # venv, checked as hosttools.VM_MODULES (virtme-configkernel is its too)
 PYTHON = {"python3", sys.executable, "vng", "virtme-configkernel"}
@@ -119,6 +123,10 @@ def programs() -> tuple[set[str], list[str]]:
     found |= {kind.mkfs[0] for kind in fs.FS_KINDS.values()}
     found |= {argv[0] for argv in fs.MKFS.values()}  # a custom kind's mkfs
     found |= set(runner.VNG_NEEDS)
+    for script, runs in SHELL_SCRIPTS.items():
+        text = (ROOT / "mfinject" / "vm" / script).read_text()
+        assert all(re.search(rf"\b{p}\b", text) for p in runs), f"{script} runs other programs now"
+        found |= {"bash", *runs}
     return found - PYTHON, unaccounted
 
 

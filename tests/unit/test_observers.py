@@ -100,3 +100,86 @@ def test_ftrace_filter_retries_a_function_only_when_its_module_appears():
     assert to_try(FUNCTIONS, have, start, start | {"xfs"}) == ["xfs_dax_notify_failure"]
     assert to_try(FUNCTIONS, have + ["xfs_dax_notify_failure"], start | {"xfs"},
                   start | {"xfs", "loop"}) == []
+
+
+AVAILABLE = ("__traceiter_initcall_level\nmemory_failure_dev_pagemap\nmf_dax_kill_procs\n"
+             "do_one_initcall\nmf_dax_kill_procs\nxfs_dax_notify_failure [xfs]\n")
+
+
+def test_ftrace_filter_indexes_are_lines_from_one_every_line_of_a_name():
+    from mfinject.observers.ftrace import filter_lines
+    assert filter_lines(AVAILABLE, ["mf_dax_kill_procs", "xfs_dax_notify_failure",
+                                    "dax_lock_folio", "memory_failure_dev_pagemap"]) == {
+        "memory_failure_dev_pagemap": [2], "mf_dax_kill_procs": [3, 5],
+        "xfs_dax_notify_failure": [6]}
+
+
+def test_ftrace_filter_read_back_names_functions_not_the_empty_banner():
+    from mfinject.observers.ftrace import filter_names
+    assert filter_names("#### all functions enabled ####\n") == set()
+    assert filter_names("mf_dax_kill_procs\nxfs_dax_notify_failure [xfs]\n") == {
+        "mf_dax_kill_procs", "xfs_dax_notify_failure"}
+
+
+class _FakeFilter:
+    """set_ftrace_filter with the kernel's rules for an index, a name and a !name,
+    over a listing that may have changed between the caller's read and its writes."""
+
+    def __init__(self, listing: str, listing_at_write: str | None = None,
+                 numbers: bool = True):
+        self.path = "set_ftrace_filter"
+        self.listing_path = "available_filter_functions"
+        self._listing = listing
+        self._at_write = [ln.split(" ")[0] for ln in (listing_at_write or listing).splitlines()]
+        self.numbers = numbers  # False: a kernel before v5.1, which reads "3" as a name
+        self.held: list[str] = []
+        self.writes: list[str] = []
+
+    def listing(self) -> str:
+        return self._listing
+
+    def names(self) -> set[str]:
+        return set(self.held)
+
+    def write(self, tokens):
+        self.writes += tokens
+        took = []
+        for t in tokens:
+            if t.isdigit() and self.numbers:
+                self.held.append(self._at_write[int(t) - 1])
+            elif t.startswith("!") and t[1:] in self.held:
+                self.held.remove(t[1:])
+            elif t in self._at_write:
+                self.held.append(t)
+            else:
+                took.append(False)
+                continue
+            took.append(True)
+        return took
+
+
+def test_ftrace_filter_by_index_takes_what_the_kernel_has():
+    from mfinject.observers.ftrace import _append
+    ff = _FakeFilter(AVAILABLE)
+    took = _append(ff, ["memory_failure_dev_pagemap", "dax_lock_folio", "mf_dax_kill_procs"])
+    assert took == ["memory_failure_dev_pagemap", "mf_dax_kill_procs"]
+    assert ff.writes == ["2", "3", "5"]  # no name: no pass over every function per name
+    assert set(ff.held) == {"memory_failure_dev_pagemap", "mf_dax_kill_procs"}
+
+
+def test_ftrace_filter_by_index_that_selected_another_function_falls_back_to_names():
+    """A module loaded between the listing and the writes shifted the lines: the function
+    an index now names is taken out again, and the names are written instead."""
+    from mfinject.observers.ftrace import _append
+    ff = _FakeFilter(AVAILABLE, listing_at_write="dm_delay_fn [dm_delay]\n" + AVAILABLE)
+    took = _append(ff, ["memory_failure_dev_pagemap", "xfs_dax_notify_failure"])
+    assert took == ["memory_failure_dev_pagemap", "xfs_dax_notify_failure"]
+    assert set(ff.held) == {"memory_failure_dev_pagemap", "xfs_dax_notify_failure"}
+    assert "!__traceiter_initcall_level" in ff.writes and "!mf_dax_kill_procs" in ff.writes
+
+
+def test_ftrace_filter_on_a_kernel_without_indexes_goes_by_name():
+    from mfinject.observers.ftrace import _append
+    ff = _FakeFilter(AVAILABLE, numbers=False)
+    assert _append(ff, ["mf_dax_kill_procs", "dax_lock_page"]) == ["mf_dax_kill_procs"]
+    assert ff.held == ["mf_dax_kill_procs"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
-
-import pytest
 
 from mfinject.vm import shares
 
@@ -24,28 +24,85 @@ def test_one_share_whatever_the_plan() -> None:
         f"--rodir={shares.STAGING}=/"]
 
 
-def test_a_directory_with_a_mount_below_or_on_it_is_left_uncached(monkeypatch) -> None:
-    ran: list[list[str]] = []
-    monkeypatch.setattr(shares, "_run", lambda cmd: ran.append(cmd))
+def _cache_imports(tmp_path: Path, mounts: str, plan: tuple[str, ...],
+                   fail: str = "") -> tuple[list[str], list[str]]:
+    """Run cache-imports.sh against a mount table, with mount and umount recorded
+    (one that names ``fail`` fails); what it said, and what it ran."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "mounts").write_text(mounts)
+    shares.write_plan(plan, tmp_path / "plan")
+    ran = tmp_path / "ran"
+    stub = tmp_path / "stub"
+    stub.write_text(f'#!/bin/bash\necho "$(basename "$0") $*" >> {ran}\n'
+                    f'[[ -z "{fail}" || "$*" != *"{fail}"* ]] || {{ echo "refused"; exit 32; }}\n')
+    stub.chmod(0o755)
+    (tmp_path / "mount").symlink_to(stub)
+    (tmp_path / "umount").symlink_to(stub)
+    env = dict(os.environ, MFINJECT_MOUNTS=str(tmp_path / "mounts"),
+               MFINJECT_MOUNT=str(tmp_path / "mount"), MFINJECT_UMOUNT=str(tmp_path / "umount"))
+    r = subprocess.run(["bash", str(shares.SCRIPT), shares.STAGING, str(tmp_path / "plan")],
+                       env=env, capture_output=True, text=True, timeout=30, check=True)
+    return r.stdout.splitlines(), ran.read_text().splitlines() if ran.exists() else []
+
+
+REMOUNT = ("mount -t 9p -o ro,version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose "
+           "virtme.initmount{} " + shares.STAGING)
+
+
+def test_a_directory_with_a_mount_below_or_on_it_is_left_uncached(tmp_path: Path) -> None:
     # the results directory of a run inside the tree, and /usr as virtme-ng's overlay
     mounts = ("/dev/root / 9p ro 0 0\n"
               f"virtme.initmount2 {shares.STAGING} 9p rw 0 0\n"
               "virtme.initmount0 /work/main/results/x 9p rw 0 0\n"
               "overlay /usr overlay rw 0 0\n")
-    said = shares.remount_cached(("/work/main", "/usr", "/opt/py"), mounts)
+    said, ran = _cache_imports(tmp_path, mounts, ("/work/main", "/usr", "/opt/py"))
     assert said == ["/work/main: not cached (a mount at /work/main/results/x would be hidden)",
                     "/usr: not cached (a mount at /usr would be hidden)",
                     "/opt/py: cached (9p cache=loose, virtme.initmount2)"]
-    assert ran[-1] == ["mount", "--bind", shares.STAGING + "/opt/py", "/opt/py"]
+    assert ran == [f"umount {shares.STAGING}", REMOUNT.format(2),
+                   f"mount --bind {shares.STAGING}/opt/py /opt/py"]
 
 
-@pytest.mark.parametrize("mounts", ["/dev/root / 9p ro 0 0\n"])
-def test_no_share_no_binds(mounts: str, monkeypatch) -> None:
-    monkeypatch.setattr(shares, "_run", lambda cmd: pytest.fail(f"ran {cmd}"))
-    assert shares.remount_cached(("/opt/py",), mounts) == [
-        f"nothing cached: no share at {shares.STAGING}"]
+def test_no_share_no_binds(tmp_path: Path) -> None:
+    said, ran = _cache_imports(tmp_path, "/dev/root / 9p ro 0 0\n", ("/opt/py",))
+    assert said == [f"nothing cached: no share at {shares.STAGING}"]
+    assert ran == []
 
 
-def test_the_plan_travels_as_json(tmp_path: Path) -> None:
-    shares.write_plan(("/a", "/b"), tmp_path / "shares.json")
-    assert shares.read_plan(tmp_path / "shares.json") == ("/a", "/b")
+def test_a_failed_remount_caches_nothing(tmp_path: Path) -> None:
+    mounts = f"virtme.initmount1 {shares.STAGING} 9p ro 0 0\n"
+    said, ran = _cache_imports(tmp_path, mounts, ("/opt/py",), fail="-t 9p")
+    assert said == [f"nothing cached: {REMOUNT.format(1)}: refused"]
+    assert ran == [f"umount {shares.STAGING}", REMOUNT.format(1)]
+
+
+def test_a_failed_bind_leaves_only_its_directory_uncached(tmp_path: Path) -> None:
+    mounts = f"virtme.initmount1 {shares.STAGING} 9p ro 0 0\n"
+    said, _ = _cache_imports(tmp_path, mounts, ("/opt/py", "/opt/b"), fail="/opt/py")
+    assert said == [f"/opt/py: not cached (mount --bind {shares.STAGING}/opt/py /opt/py: refused)",
+                    "/opt/b: cached (9p cache=loose, virtme.initmount1)"]
+
+
+def test_the_plan_travels_as_lines(tmp_path: Path) -> None:
+    shares.write_plan(("/a", "/b c"), tmp_path / "shares.txt")
+    assert (tmp_path / "shares.txt").read_text() == "/a\n/b c\n"
+    assert shares.read_plan(tmp_path / "shares.txt") == ("/a", "/b c")
+
+
+def test_the_host_makes_the_rewritten_bytecode_the_guest_reads(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The guest's plugins, on the host, with the variable that forbids bytecode unset:
+    pytest then leaves each rewritten module's pyc beside it, where the guest finds it."""
+    suite = tmp_path / "kernel"
+    suite.mkdir()
+    (suite / "test_one.py").write_text("def test_one():\n    assert 1 + 1 == 2\n")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("MFINJECT_DEVICE", "/dev/pmem9")
+    from mfinject.vm import guest
+    assert shares.precompile_rewritten(suite, guest.plugin_args(str(suite))) is None
+    assert [p.name for p in (suite / "__pycache__").glob("test_one.*-pytest-*.pyc")]
+
+
+def test_a_failed_precompile_says_what_failed(tmp_path: Path) -> None:
+    said = shares.precompile_rewritten(tmp_path, ["-p", "no_such_plugin_anywhere"])
+    assert said is not None and "exited" in said and "--collect-only" in said
