@@ -137,8 +137,9 @@ def split_mkfs_options(text: str) -> tuple[str, ...]:
 # <uapi/linux/mount.h>: the options mount(8) turns into mount(2)'s flags, each
 # with the flags it sets and those it clears; all others go to the filesystem
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 1, 2, 4, 8, 16
-MS_DIRSYNC, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 128, 256, 1024, 2048
-MS_SILENT, MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 1 << 15, 1 << 21, 1 << 24, 1 << 25
+MS_MANDLOCK, MS_DIRSYNC, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 64, 128, 256, 1024, 2048
+MS_SILENT, MS_RELATIME, MS_I_VERSION = 1 << 15, 1 << 21, 1 << 23
+MS_STRICTATIME, MS_LAZYTIME = 1 << 24, 1 << 25
 MOUNT_FLAGS: dict[str, tuple[int, int]] = {
     "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY),
     "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
@@ -152,12 +153,19 @@ MOUNT_FLAGS: dict[str, tuple[int, int]] = {
     "strictatime": (MS_STRICTATIME, 0), "nostrictatime": (0, MS_STRICTATIME),
     "lazytime": (MS_LAZYTIME, 0), "nolazytime": (0, MS_LAZYTIME),
     "silent": (MS_SILENT, 0), "loud": (0, MS_SILENT),
+    "mand": (MS_MANDLOCK, 0), "nomand": (0, MS_MANDLOCK),
+    "iversion": (MS_I_VERSION, 0), "noiversion": (0, MS_I_VERSION),
     "defaults": (0, 0),
 }
-# options only mount(8) and fstab know: they mean nothing to a mount made here
-FSTAB_ONLY = frozenset({"auto", "noauto", "nofail", "user", "nouser", "users", "owner", "group",
-                        "_netdev"})
-FSTAB_PREFIXES = ("x-", "comment=")
+# options only mount(8) and fstab know (libmount's optmap): they mean nothing to
+# a mount made here; and those that make another kind of mount than a new one
+FSTAB_ONLY = frozenset({"auto", "noauto", "nofail", "user", "nouser", "users", "nousers",
+                        "owner", "noowner", "group", "nogroup", "_netdev", "loop",
+                        "bind", "rbind", "remount", "move", "sub", "nosub",
+                        "private", "rprivate", "shared", "rshared", "slave", "rslave",
+                        "unbindable", "runbindable"})
+FSTAB_PREFIXES = ("x-", "X-", "comment=", "user=", "loop=", "offset=", "sizelimit=",
+                  "encryption=", "helper=", "uhelper=", "verity.")
 
 
 def split_mount_options(opts: str) -> tuple[int, str]:
@@ -178,10 +186,14 @@ def check_mount_options(text: str) -> str:
     if not opts or any(c.isspace() for c in opts):
         raise ValueError("give the mount options as one comma-separated list without spaces, "
                          "as for mount -o (dax=always,noatime)")
+    if '"' in opts:
+        raise ValueError("quoted mount options are not supported: the suite splits the list "
+                         "at every comma, as mount(2) takes it")
     fstab = [o for o in opts.split(",") if o in FSTAB_ONLY or o.startswith(FSTAB_PREFIXES)]
     if fstab:
-        raise ValueError(f"{', '.join(fstab)}: fstab options, which mount(8) keeps to itself; "
-                         "the suite mounts through mount(2): leave them out")
+        raise ValueError(f"{', '.join(fstab)}: options of mount(8) and fstab, not of a new "
+                         "mount of a filesystem; the suite mounts through mount(2): leave them "
+                         "out")
     if dax_mode(opts, default="") not in ("always", "inode"):
         raise ValueError(f"the mount options {opts!r} do not ask for DAX: the suite poisons DAX "
                          "pages; add dax=always (or dax=inode)")

@@ -75,6 +75,8 @@ TOOLS: tuple[HostTool, ...] = (
     # --- the guest side: fixtures, scenarios, pins (also on a pmem host) ---
     HostTool("bash", "bash", GUEST, "runs the guest's script for a boot (guest.sh, "
              "cache-imports.sh) and a pmem owner's command line (mfinject vm --pmem-host-command)"),
+    HostTool("timeout", "coreutils", GUEST, "limits each mount of the guest's import cache "
+             "(cache-imports.sh)"),
     HostTool("ndctl", "ndctl", GUEST, "finds, reconfigures and resets the namespace"),
     HostTool("mkfs.xfs", "xfsprogs", GUEST, "makes the XFS filesystems"),
     HostTool("xfs_io", "xfsprogs", GUEST, "sets the PMD extent size hint"),

@@ -738,9 +738,13 @@ def _observation(play: _Play, records: list[object], started: float) -> Observat
     )
 
 
+def pins_with_odirect(scenario: Scenario) -> bool:
+    return any(isinstance(s, st.Pin) and s.how == "odirect" for s in scenario.steps)
+
+
 def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
         trace_session: ftrace.FunctionTrace | None = None, seed: int = 0,
-        layout: str = SEEDED) -> Observation:
+        layout: str = SEEDED, pin_device: pin.SessionDevice | None = None) -> Observation:
     started = time.monotonic()
     _check_meaningful(scenario, mount)
     tracer = Tracer()
@@ -748,9 +752,10 @@ def run(scenario: Scenario, mount: fs.Mount, namespace: pmem.Namespace,
                  choose_layout(scenario, seed, mount.kind.name, layout), tracer)
     log.info("%s: %s", scenario.name, play.layout.describe())
     with UndoStack() as undo, cast(tracer) as people, contextlib.ExitStack() as stack:
-        if any(isinstance(s, st.Pin) and s.how == "odirect" for s in scenario.steps):
+        if pins_with_odirect(scenario):
             try:
-                play.pin_device = stack.enter_context(pin.delayed_device(PIN_DELAY_MS))
+                play.pin_device = (pin_device.get() if pin_device is not None
+                                   else stack.enter_context(pin.delayed_device(PIN_DELAY_MS)))
             except pin.PinError as e:
                 raise ScenarioError(f"cannot pin a page with O_DIRECT: {e}") from e
         if scenario.early_kill_sysctl:

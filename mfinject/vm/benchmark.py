@@ -12,6 +12,7 @@ Nothing here is asserted; the numbers are for reading and comparing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shlex
 import statistics
@@ -98,15 +99,19 @@ def rows_of(results: Path) -> tuple[ScenarioResult, ...]:
     return tuple(got)
 
 
-def _timed(what: str, argv: list[str], results: Path | None, timeout_s: float = 4 * 3600
-           ) -> Run:
+def _timed(what: str, argv: list[str], results: Path | None, timeout_s: float = 4 * 3600,
+           console: Path | None = None) -> Run:
+    """Run and time one command; ``console``: where its output goes (vng --verbose
+    writes the guest's console to standard error), instead of the terminal."""
     print(f"benchmark: {what}: {shlex.join(argv)}", file=sys.stderr, flush=True)
     start = time.monotonic()
     rc: int | None
     try:
-        # the runner's environment: vng runs virtme-run from the venv's PATH
-        rc = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, timeout=timeout_s,
-                            env=runner.vng_env()).returncode
+        with contextlib.ExitStack() as stack:
+            err = stack.enter_context(console.open("w")) if console else None
+            # the runner's environment: vng runs virtme-run from the venv's PATH
+            rc = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=err,
+                                timeout=timeout_s, env=runner.vng_env()).returncode
     except subprocess.TimeoutExpired:
         print(f"benchmark: {what}: no end within {timeout_s:.0f} s", file=sys.stderr)
         rc = None
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     vm = [sys.executable, "-m", "mfinject.cli", "vm", "--kernel", a.kernel, *a.vm_args]
     loop = _timed("one-scenario loop", [*vm, "--results", str(a.out / "loop"), "--",
                                         *LOOP_SELECTION], a.out / "loop")
-    runs = [_timed("bare boot", bare_command(a.out / "loop"), None, BARE_TIMEOUT_S), loop]
+    runs = [_timed("bare boot", bare_command(a.out / "loop"), None, BARE_TIMEOUT_S,
+                   console=a.out / "bare-boot-console.log"), loop]
     if not a.no_full:
         runs.append(_timed("full catalogue", [*vm, "--results", str(a.out / "full")],
                            a.out / "full"))

@@ -27,7 +27,8 @@ opts=ro,version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose
 source=
 points=()
 while read -r src at _; do
-    at=${at//\\040/ }
+    # the kernel escapes a space, tab, newline and backslash in a mount point as \ooo
+    printf -v at '%b' "${at//\\/\\0}"
     points+=("$at")
     if [[ -z $source && $at == "$staging" ]]; then
         source=$src
@@ -38,15 +39,17 @@ if [[ -z $source ]]; then
     echo "nothing cached: no share at $staging"
     exit 0
 fi
-if ! said=$("$umount" "$staging" 2>&1); then
+# each mount with a time limit: the share is served by QEMU, the mounts by
+# the kernel under test
+if ! said=$(timeout 30 "$umount" "$staging" 2>&1); then
     echo "nothing cached: umount $staging: $said"
     exit 0
 fi
-if ! said=$("$mount" -t 9p -o "$opts" "$source" "$staging" 2>&1); then
+if ! said=$(timeout 30 "$mount" -t 9p -o "$opts" "$source" "$staging" 2>&1); then
     echo "nothing cached: mount -t 9p -o $opts $source $staging: $said"
     exit 0
 fi
-while read -r dir; do
+while IFS= read -r dir || [[ -n $dir ]]; do
     [[ -n $dir ]] || continue
     below=
     for at in "${points[@]}"; do
@@ -57,7 +60,7 @@ while read -r dir; do
     done
     if [[ -n $below ]]; then
         echo "$dir: not cached (a mount at $below would be hidden)"
-    elif said=$("$mount" --bind "$staging$dir" "$dir" 2>&1); then
+    elif said=$(timeout 30 "$mount" --bind "$staging$dir" "$dir" 2>&1); then
         echo "$dir: cached (9p cache=loose, $source)"
     else
         echo "$dir: not cached (mount --bind $staging$dir $dir: $said)"

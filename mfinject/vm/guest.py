@@ -65,7 +65,7 @@ def _reap(proc: subprocess.Popen[bytes] | None, logf: TextIO) -> None:
         logf.write(f"guest: modprobe -a {' '.join(PRELOAD)} still runs after pytest ended\n")
 
 
-def plugin_args(tests: str) -> list[str]:
+def plugin_args(tests: str, planted: bool = False) -> list[str]:
     """The plugins of the guest's pytest, the same for the host's precompile
     (mfinject.vm.shares.precompile_rewritten): which modules pytest rewrites.
 
@@ -77,7 +77,8 @@ def plugin_args(tests: str) -> list[str]:
     their imports cost about 0.3 s under TCG.
     """
     return ["--disable-plugin-autoload", "-p", "mfinject.plugin", "-p", "no:cacheprovider",
-            "-p", "no:unittest", "-p", "no:debugging", f"--confcutdir={tests}"]
+            "-p", "no:unittest", "-p", "no:debugging", f"--confcutdir={tests}",
+            *(["-p", "mfinject.vm.planted"] if planted else [])]
 
 
 def _natural(name: str) -> tuple[int, ...]:
@@ -153,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         if ns is None:
             logf.write("guest: no pmem namespace in the VM (ndctl list -N is empty): "
                        "the emulated NVDIMM did not come up\n")
-        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", *plugin_args(args.tests),
+        planted = bool(os.environ.get("MFINJECT_PLANT_CRASH"))
+        cmd = [sys.executable, "-m", "pytest", args.tests, "-v", *plugin_args(args.tests, planted),
                "--color=no", f"--junitxml={args.results / 'junit.xml'}",
                f"--mfinject-results={args.results}", "--mfinject-disposable",
                *( [f"--mfinject-device={ns}"] if ns else [] ),
                *( [f"--mfinject-spare-devices={','.join(spares)}"] if spares else [] ),
-               *(["-p", "mfinject.vm.planted"] if os.environ.get("MFINJECT_PLANT_CRASH") else []),
                *args.pytest_args]
         if not args.command:
             logf.write("guest: " + " ".join(cmd) + "\n")

@@ -608,10 +608,12 @@ def _boot_command(kernel: Kernel, results_dir: Path, suite: Path, opts: VmOption
     # in start_kernel: "detected buffer overflow in __fortify_strlen")
     args_file = results_dir / f"pytest-args{suffix}.json"
     args_file.write_text(json.dumps([*opts.pytest_args, *[f"--deselect={n}" for n in skip]]))
-    shares.precompile(shares.suite_dirs(suite))
-    failed = shares.precompile_rewritten(suite, guest.plugin_args(str(suite)))
-    if failed:
-        log.warning("the guest will rewrite pytest's asserts itself: %s", failed)
+    if attempt == 0:  # the sources do not change between a run's boots
+        shares.precompile(shares.suite_dirs(suite))
+        failed = shares.precompile_rewritten(
+            suite, guest.plugin_args(str(suite), planted=bool(opts.plant_crash)))
+        if failed:
+            log.warning("the guest will rewrite pytest's asserts itself: %s", failed)
     script = results_dir / f"guest{suffix}.sh"
     script.write_text(_guest_script(kernel, results_dir, suite, opts, attempt, suffix))
     # only the script's name on the kernel's command line (2048 bytes, the

@@ -10,10 +10,11 @@ from mfinject.scenarios import catalogue, runner, unbind
 pytestmark = pytest.mark.pmem
 
 
-def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, settings, node=None):
+def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, settings, node=None,
+          pin_device=None):
     try:
         obs = runner.run(scenario, dax_fs, clean_namespace, function_trace,
-                         seed=settings.race_seed, layout=settings.layout)
+                         seed=settings.race_seed, layout=settings.layout, pin_device=pin_device)
     except runner.NotMeaningful as e:
         pytest.skip(f"not meaningful here: {e}")
     verdict = mf_record(obs, judge(obs))
@@ -26,9 +27,9 @@ def _play(scenario, dax_fs, clean_namespace, function_trace, mf_record, settings
 
 @pytest.mark.parametrize("scenario", catalogue.SCENARIOS, ids=lambda s: s.name)
 def test_scenario(scenario, mf_dax_fs, mf_namespace, mf_hwpoison, mf_function_trace,
-                  mf_record, mf_settings, request):
+                  mf_record, mf_settings, mf_pin_device, request):
     _play(scenario, mf_dax_fs, mf_namespace, mf_function_trace, mf_record, mf_settings,
-          request.node)
+          request.node, mf_pin_device)
 
 
 # XFS reports the device going away and shuts the filesystem down: expected here.

@@ -578,10 +578,23 @@ def test_mount_options_split_as_mount8_splits_them():
 
 
 @pytest.mark.parametrize("opts", ["dax=always,nofail", "x-systemd.automount,dax",
-                                  "dax=inode,_netdev", "comment=foo,dax"])
+                                  "dax=inode,_netdev", "comment=foo,dax", "X-mount.mkdir,dax",
+                                  "dax,user=bob", "nousers,dax", "dax,loop", "dax,bind",
+                                  "dax,rshared", "dax,remount"])
 def test_fstab_only_options_are_refused_by_name(opts):
-    with pytest.raises(ValueError, match="fstab options, which mount\\(8\\) keeps to itself"):
+    with pytest.raises(ValueError, match="options of mount\\(8\\) and fstab, not of a new mount"):
         fs.check_mount_options(opts)
+
+
+def test_quoted_mount_options_are_refused():
+    with pytest.raises(ValueError, match="quoted mount options are not supported"):
+        fs.check_mount_options('dax,context="system_u:object_r:tmp_t:s0,c1"')
+
+
+@pytest.mark.parametrize("opt, flag", [("iversion", fs.MS_I_VERSION), ("mand", fs.MS_MANDLOCK)])
+def test_flags_xfs_and_ext4_would_refuse_as_data_are_flags(opt, flag):
+    assert fs.split_mount_options(f"dax,{opt}") == (flag, "dax")
+    assert fs.split_mount_options(f"dax,{opt},no{opt}") == (0, "dax")
 
 
 def test_a_refused_mount_names_the_command_and_the_kernel_log(fake, monkeypatch):

@@ -47,7 +47,7 @@ COVERED = {
     ("participant.py", "op_run"): "argv comes from a scenario step: no scenario uses it yet",
 }
 # the guest's shell scripts (run with bash) and the programs they run
-SHELL_SCRIPTS = {"cache-imports.sh": ("mount", "umount")}
+SHELL_SCRIPTS = {"cache-imports.sh": ("mount", "umount", "timeout")}
 # Python itself (sys.executable), and vng: the vm extra's entry point in the
 # venv, checked as hosttools.VM_MODULES (virtme-configkernel is its too)
 PYTHON = {"python3", sys.executable, "vng", "virtme-configkernel"}

@@ -134,11 +134,15 @@ class _FakeFilter:
         self.numbers = numbers  # False: a kernel before v5.1, which reads "3" as a name
         self.held: list[str] = []
         self.writes: list[str] = []
+        self.unreadable = 0  # the next reads of the filter that fail
 
     def listing(self) -> str:
         return self._listing
 
-    def names(self) -> set[str]:
+    def names(self):
+        if self.unreadable:
+            self.unreadable -= 1
+            return None
         return set(self.held)
 
     def write(self, tokens):
@@ -183,3 +187,38 @@ def test_ftrace_filter_on_a_kernel_without_indexes_goes_by_name():
     ff = _FakeFilter(AVAILABLE, numbers=False)
     assert _append(ff, ["mf_dax_kill_procs", "dax_lock_page"]) == ["mf_dax_kill_procs"]
     assert ff.held == ["mf_dax_kill_procs"]
+
+
+def test_ftrace_filter_unreadable_before_the_writes_takes_nothing_out():
+    """Held functions are never taken out on a read that failed: the trace of an injection
+    would lose its path."""
+    from mfinject.observers.ftrace import _append
+    ff = _FakeFilter(AVAILABLE)
+    ff.held = ["memory_failure_dev_pagemap", "mf_dax_kill_procs"]
+    ff.unreadable = 1
+    assert _append(ff, ["xfs_dax_notify_failure"]) == ["xfs_dax_notify_failure"]
+    assert not any(w.startswith("!") for w in ff.writes)
+    assert set(ff.held) == {"memory_failure_dev_pagemap", "mf_dax_kill_procs",
+                            "xfs_dax_notify_failure"}
+
+
+def test_ftrace_filter_read_back_skips_what_is_not_a_function():
+    from mfinject.observers.ftrace import filter_names
+    assert filter_names("mf_dax_kill_procs\n__ftrace_invalid_address___812\n"
+                        "*:mod:xfs\nschedule:traceoff:unlimited\n") == {"mf_dax_kill_procs"}
+
+
+def test_ftrace_a_module_still_loading_has_not_appeared():
+    from mfinject.observers.ftrace import live_modules
+    text = ("xfs 2101248 0 - Loading 0xffffffffc0a00000\n"
+            "nd_pmem 24576 1 - Live 0xffffffffc0400000\n"
+            "dm_delay 20480 0 - Unloading 0xffffffffc0300000\n")
+    assert live_modules(text) == frozenset({"nd_pmem"})
+
+
+def test_ftrace_filter_with_nothing_to_write_is_not_opened(tmp_path):
+    """Each close of set_ftrace_filter applies it again (a re-patch of kernel text)."""
+    from mfinject.observers.ftrace import FilterFile
+    ff = FilterFile(tmp_path / "set_ftrace_filter")
+    assert ff.write([]) == []
+    assert not (tmp_path / "set_ftrace_filter").exists()

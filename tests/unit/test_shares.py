@@ -83,6 +83,15 @@ def test_a_failed_bind_leaves_only_its_directory_uncached(tmp_path: Path) -> Non
                     "/opt/b: cached (9p cache=loose, virtme.initmount1)"]
 
 
+def test_a_mount_point_the_kernel_escaped_and_a_plan_line_with_spaces(tmp_path: Path) -> None:
+    mounts = (f"virtme.initmount1 {shares.STAGING} 9p ro 0 0\n"
+              "tmpfs /opt/my\\040dir/results\\011x tmpfs rw 0 0\n")
+    said, ran = _cache_imports(tmp_path, mounts, ("/opt/my dir", " /opt/py "))
+    assert said == ["/opt/my dir: not cached (a mount at /opt/my dir/results\tx would be hidden)",
+                    " /opt/py : cached (9p cache=loose, virtme.initmount1)"]
+    assert ran[-1] == f"mount --bind {shares.STAGING} /opt/py   /opt/py "
+
+
 def test_the_plan_travels_as_lines(tmp_path: Path) -> None:
     shares.write_plan(("/a", "/b c"), tmp_path / "shares.txt")
     assert (tmp_path / "shares.txt").read_text() == "/a\n/b c\n"
