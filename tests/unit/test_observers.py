@@ -114,6 +114,13 @@ def test_ftrace_filter_indexes_are_lines_from_one_every_line_of_a_name():
         "xfs_dax_notify_failure": [6]}
 
 
+def test_ftrace_filter_lines_match_whole_names_only():
+    from mfinject.observers.ftrace import filter_lines
+    listing = "mf_dax_kill_procs_x\nx_mf_dax_kill_procs\ndax_lock_page\nmf_dax_kill_procs"
+    assert filter_lines(listing, ["mf_dax_kill_procs", "dax_lock_page"]) == {
+        "mf_dax_kill_procs": [4], "dax_lock_page": [3]}
+
+
 def test_ftrace_filter_read_back_names_functions_not_the_empty_banner():
     from mfinject.observers.ftrace import filter_names
     assert filter_names("#### all functions enabled ####\n") == set()
