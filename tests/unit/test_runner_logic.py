@@ -84,3 +84,40 @@ def test_kvm_failure_is_cached_only_after_tcg_booted(tmp_path, monkeypatch):
         remember_on_tcg_boot=True))
     assert json.loads(marker.read_text()) == {
         "kvm": False, "reason": "KVM did not boot 6.1.0-56-amd64 within 60 s"}
+
+
+def test_the_guests_boot_script_caches_imports_then_runs_the_guest(tmp_path, monkeypatch):
+    """Only the script's name goes on the kernel's command line (2048 bytes with
+    virtme-ng's own): the command, however deep the results directory, is in the file."""
+    from mfinject.vm import shares
+    from mfinject.vm.kernels import Kernel
+    deep = tmp_path / ("d" * 200) / "results"
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(runner, "vng_path", lambda: "/usr/bin/vng")
+    monkeypatch.setattr(shares, "precompile", lambda dirs: None)
+    monkeypatch.setattr(shares, "precompile_rewritten", lambda suite, args: None)
+    kernel = Kernel("debian:6.1", "6.1.0-57-amd64", tmp_path / "vmlinuz", tmp_path / "modules")
+    opts = runner.VmOptions(pytest_args=("-k", "madvise-self"))
+    cmd = runner._boot_command(kernel, deep, tmp_path / "suite", opts, "tcg", 1, ["t::x"],
+                               runner.nvdimm_images(deep), tmp_path / "qmp")
+    exec_cmd = cmd[cmd.index("--exec") + 1]
+    assert exec_cmd == f"bash {deep / 'guest-1.sh'}"
+    script = (deep / "guest-1.sh").read_text().splitlines()
+    assert script[2] == (f"bash {shares.SCRIPT} {shares.STAGING} {deep / 'shares.txt'} "
+                         f"> {deep / 'shares-said-1.txt'} 2>&1")
+    assert script[3].startswith(f"cd {tmp_path / 'suite'} && exec env PYTHONDONTWRITEBYTECODE=1 ")
+    assert f"-m mfinject.vm.guest --results {deep} --log guest-1.log" in script[3]
+    assert script[3].endswith(f"--args-file {deep / 'pytest-args-1.json'} "
+                              f"--shares-said {deep / 'shares-said-1.txt'}")
+    assert (deep / "shares.txt").read_text().splitlines() == list(
+        shares.plan(shares.import_dirs(tmp_path / "suite")))
+    append = cmd[cmd.index("--append") + 1]
+    assert f"modprobe.blacklist={','.join(runner.UNUSED_MODULES)}" in append.split()
+
+
+def test_the_blacklist_spares_what_the_tests_need():
+    """The pmem stack, the filesystems' checksums and what the suite loads by name stay."""
+    needed = {"nfit", "libnvdimm", "nd_pmem", "nd_btt", "dax_pmem", "crc32c_intel",
+              "crc32c_generic", "xfs", "ext4", "jbd2", "hwpoison_inject", "dm_delay", "dm_mod",
+              "loop", "virtio_pci", "9p", "9pnet_virtio", "overlay"}
+    assert not needed & set(runner.UNUSED_MODULES)
