@@ -38,7 +38,7 @@ COVERED = {
     ("debugkernel.py", "_run"): "callers pass literal lists (scanned)",
     ("debugkernel.py", "_configure"): "cmd starts with configkernel(): virtme-configkernel, "
                                       "the vm extra's",
-    ("guest.py", "main"): "cmd is sys.executable -m pytest",
+    ("guest.py", "main"): "cmd is _command(): bash -c, a pmem owner's command line",
     ("shares.py", "precompile_rewritten"): "cmd is sys.executable -m pytest, on the host",
     ("runner.py", "_probe_kvm"): "cmd starts with vng_path(): the vm extra (VM_MODULES)",
     ("runner.py", "_boot"): "cmd is vng_command(): vng, then QEMU (on the list)",
@@ -47,7 +47,7 @@ COVERED = {
     ("participant.py", "op_run"): "argv comes from a scenario step: no scenario uses it yet",
 }
 # the guest's shell scripts (run with bash) and the programs they run
-SHELL_SCRIPTS = {"cache-imports.sh": ("mount", "umount", "timeout")}
+SHELL_SCRIPTS = {"cache-imports.sh": ("busybox", "mount", "umount", "timeout")}
 # Python itself (sys.executable), and vng: the vm extra's entry point in the
 # venv, checked as hosttools.VM_MODULES (virtme-configkernel is its too)
 PYTHON = {"python3", sys.executable, "vng", "virtme-configkernel"}
