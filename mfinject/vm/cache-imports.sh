@@ -25,7 +25,7 @@ table=${MFINJECT_MOUNTS:-/proc/self/mounts}
 # (its timeout too: each mount has a time limit, the share being served by QEMU
 # and mounted by the kernel under test)
 if [[ -n ${MFINJECT_MOUNT:-} ]]; then
-    mount=(timeout 30 "$MFINJECT_MOUNT") umount=(timeout 30 "$MFINJECT_UMOUNT")
+    mount=(timeout 30 "$MFINJECT_MOUNT") umount=(timeout 30 "${MFINJECT_UMOUNT:-umount}")
 elif busybox=$(command -v busybox); then
     mount=("$busybox" timeout 30 "$busybox" mount) umount=("$busybox" timeout 30 "$busybox" umount)
 else

@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -27,10 +28,17 @@ ND_DEVICES = Path("/sys/bus/nd/devices")
 def namespaces(devices: Path = ND_DEVICES) -> list[str]:
     """The VM's namespaces, namespace0.0 first (natural order: namespace10.0 after 9.0).
 
-    Every namespace with a size, enabled or not, as ``ndctl list -N -i`` lists
-    them (a label area's seed namespace has none), from sysfs: ndctl cost
-    0.4 s of every boot under TCG.
+    Every namespace with a size, enabled or not: what ``ndctl list -N -i``
+    lists, less the seeds of a label area (size 0, nothing to test on), from
+    sysfs: ndctl cost 0.4 s of every boot under TCG.
     """
+    # the bus registers its devices asynchronously: wait for its probes, as libndctl
+    # does (ndctl_bus_wait_probe(): a read of the bus's wait_probe)
+    for wait in devices.glob("ndbus*/wait_probe"):
+        try:
+            wait.read_text()
+        except OSError:
+            pass
     found = []
     for dev in devices.glob("namespace*.*"):
         try:
@@ -75,16 +83,24 @@ def pytest_forked(argv: list[str], env: dict[str, str], logf: TextIO) -> int:
             os.dup2(logf.fileno(), 1)
             os.dup2(logf.fileno(), 2)
             # whatever stood for them before (pytest's capture, in a unit test)
-            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stdout = open(1, "w", buffering=1, closefd=False,  # noqa: SIM115
+                              errors="backslashreplace")
+            sys.stderr = open(2, "w", buffering=1, closefd=False,  # noqa: SIM115
+                              errors="backslashreplace")
             os.environ.clear()
             os.environ.update(env)
             import pytest
             code = int(pytest.main(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
         except BaseException:  # noqa: BLE001 - the child never returns into main()
             import traceback
             traceback.print_exc()
         finally:
+            # what an interpreter does before it exits, as multiprocessing's forked
+            # children do: wait for the threads that are not daemons (a planted
+            # crash's timer, mfinject.vm.planted), flush
+            threading._shutdown()  # type: ignore[attr-defined]
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)

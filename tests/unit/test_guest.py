@@ -43,3 +43,43 @@ def test_a_session_that_ends_with_os_exit_still_gives_its_status(tmp_path: Path)
     """mfinject.hooks.kernel_hung ends the session with os._exit(3): guest-exit must say 3."""
     rc, text = _run(tmp_path, "import os\n\ndef test_hung():\n    os._exit(3)\n")
     assert rc == 3 and text.splitlines()[-1] == "guest: pytest exited 3"
+
+
+def test_a_timer_a_test_started_still_fires(tmp_path: Path) -> None:
+    """A fresh interpreter waits for its threads that are not daemons before it exits, and so
+    must the forked child: a planted crash is such a timer (mfinject.vm.planted)."""
+    marker = tmp_path / "fired"
+    rc, _ = _run(tmp_path, "import threading\n\ndef test_timer():\n"
+                           f"    threading.Timer(0.3, lambda: open({str(marker)!r}, 'w').close())"
+                           ".start()\n")
+    assert rc == 0 and marker.exists()
+
+
+def test_the_session_gets_exactly_the_environment_given(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MFINJECT_PARENT_ONLY", "1")
+    seen = tmp_path / "env"
+    rc, _ = _run(tmp_path, "import os\n\ndef test_env():\n"
+                           f"    open({str(seen)!r}, 'w').write(repr(sorted(os.environ.items())))\n")
+    assert rc == 0
+    assert [(k, v) for k, v in eval(seen.read_text())  # and pytest's own
+            if not k.startswith("PYTEST_")] == [("PATH", "/usr/bin:/bin")]
+    assert guest.os.environ["MFINJECT_PARENT_ONLY"] == "1"  # the parent's is its own
+
+
+def test_a_session_killed_by_a_signal_says_which(tmp_path: Path) -> None:
+    rc, text = _run(tmp_path, "import os, signal\n\ndef test_killed():\n"
+                              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert rc == -9 and text.splitlines()[-1] == "guest: pytest exited -9"
+
+
+def test_namespaces_wait_for_the_bus_to_probe_first(tmp_path: Path, monkeypatch) -> None:
+    """libndctl reads each bus's wait_probe before it lists (devices register asynchronously)."""
+    (tmp_path / "ndbus0").mkdir()
+    (tmp_path / "ndbus0" / "wait_probe").write_text("0\n")
+    (tmp_path / "namespace0.0").mkdir()
+    (tmp_path / "namespace0.0" / "size").write_text("1073741824\n")
+    read: list[str] = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: read.append(p.name) or real(p))
+    assert guest.namespaces(tmp_path) == ["namespace0.0"]
+    assert read == ["wait_probe", "size"]

@@ -92,6 +92,26 @@ def test_a_mount_point_the_kernel_escaped_and_a_plan_line_with_spaces(tmp_path: 
     assert ran[-1] == f"mount --bind {shares.STAGING} /opt/py   /opt/py "
 
 
+def test_with_busybox_on_the_path_its_mount_and_timeout_do_it(tmp_path: Path) -> None:
+    """A static busybox: 40 ms a mount under TCG, util-linux's 100 ms; each with a limit."""
+    (tmp_path / "mounts").write_text(f"virtme.initmount1 {shares.STAGING} 9p ro 0 0\n")
+    shares.write_plan(("/opt/py",), tmp_path / "plan")
+    busybox = tmp_path / "bin" / "busybox"
+    busybox.parent.mkdir()
+    busybox.write_text(f'#!/bin/bash\necho "busybox $*" >> {tmp_path / "ran"}\n'
+                       '[[ $1 == timeout ]] && { shift 2; exec "$@"; }\nexit 0\n')
+    busybox.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFINJECT_")}
+    env.update(MFINJECT_MOUNTS=str(tmp_path / "mounts"), PATH=f"{busybox.parent}:/usr/bin:/bin")
+    r = subprocess.run(["bash", str(shares.SCRIPT), shares.STAGING, str(tmp_path / "plan")],
+                       env=env, capture_output=True, text=True, timeout=30, check=True)
+    assert r.stdout.splitlines() == ["/opt/py: cached (9p cache=loose, virtme.initmount1)"]
+    ran = (tmp_path / "ran").read_text().splitlines()
+    assert ran[0] == f"busybox timeout 30 {busybox} umount {shares.STAGING}"
+    assert ran[2].startswith(f"busybox timeout 30 {busybox} mount -t 9p -o ro,")
+    assert ran[4] == f"busybox timeout 30 {busybox} mount --bind {shares.STAGING}/opt/py /opt/py"
+
+
 def test_the_plan_travels_as_lines(tmp_path: Path) -> None:
     shares.write_plan(("/a", "/b c"), tmp_path / "shares.txt")
     assert (tmp_path / "shares.txt").read_text() == "/a\n/b c\n"
