@@ -170,7 +170,7 @@ def short_cell(r: ScenarioResult) -> str:
         if r.verdict == PASS:
             return "pass"
         first = r.message.splitlines()[0] if r.message else ""
-        return f"{label(r.verdict)} {first[:60]}"
+        return f"{label(r.verdict)} {brief(first, r)}"
     extra = facts_line(r.observation)
     is_race = "seed" in dict(r.observation.get("facts") or [])
     sigs = "\n".join([*(() if is_race else (_signature(p) for p in r.observation["participants"])),
@@ -186,6 +186,15 @@ def short_cell(r: ScenarioResult) -> str:
     expected = "" if c["verdict"] == UNSPECIFIED else f" (expected {c['expected']})"
     return (f"{label(r.verdict)} {c['participant']}.{c['field']}: {c['observed']}"
             f"{expected}{more}")
+
+
+def brief(text: str, r: ScenarioResult, limit: int = 60) -> str:
+    """A reason for a matrix cell: without the scenario and filesystem its row and
+    column name, cut after a whole word (the report lists every reason in full)."""
+    text = " ".join(text.replace(f"{r.scenario} on {r.fs}", "").split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
 
 
 def column_key(r: ScenarioResult) -> str:

@@ -134,3 +134,19 @@ def test_diff_an_unspecified_case_to_or_from_a_pass_is_no_kernel_news():
     old, new = results.ResultSet((passed,)), results.ResultSet((unspec,))
     assert [c.kind for c in diff.compare(old, new)] == ["verdict changed"]
     assert [c.kind for c in diff.compare(new, old)] == ["verdict changed"]
+
+
+def test_a_skipped_cell_says_why_in_whole_words_without_what_its_row_and_column_say():
+    reason = ("not meaningful here: corrupt-pfn-metadata on ext4-daxinode (generic path): only "
+              "XFS with a reverse map (rmapbt) is told whose the page is")
+    r = results.ScenarioResult("corrupt-pfn-metadata", "ext4-daxinode", "6.1.0", "skipped",
+                               message=reason)
+    cell = table.short_cell(r)
+    assert cell == "SKIPPED not meaningful here: (generic path): only XFS with a ..."
+    assert len(cell) <= len("SKIPPED ") + 64
+    assert reason in table.skipped([r])  # in full, below the matrix
+
+
+def test_a_short_reason_is_left_whole():
+    r = results.ScenarioResult("corrupt-pfn", "xfs", "6.1.0", "error", message="setup: boom")
+    assert table.short_cell(r) == "ERROR setup: boom"
