@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -158,6 +159,35 @@ def namespace_name(designation: str) -> str:
         if path.exists():
             return _namespace_of_path(designation, path)
     raise _missing(designation)
+
+
+def namespaces(devices: Path = ND_DEVICES) -> list[str]:
+    """Every namespace, namespace0.0 first (natural order: namespace10.0 after 9.0).
+
+    Every namespace with a size, enabled or not: what ``ndctl list -N -i``
+    lists, less the seeds of a label area (size 0, nothing to test on), from
+    sysfs: ndctl cost 0.4 s of every boot under TCG.
+    """
+    # the bus registers its devices asynchronously: wait for its probes, as libndctl
+    # does (ndctl_bus_wait_probe(): a read of the bus's wait_probe)
+    for wait in devices.glob("ndbus*/wait_probe"):
+        try:
+            wait.read_text()
+        except OSError:
+            pass
+    found = []
+    for dev in devices.glob("namespace*.*"):
+        try:
+            size = int((dev / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if size > 0:
+            found.append(dev.name)
+    return sorted(found, key=_natural)
+
+
+def _natural(name: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", name))
 
 
 # a claim device's prefix -> the mode ndctl names (the namespace's holder attribute)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -19,35 +18,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from mfinject import mce
-
-
-ND_DEVICES = Path("/sys/bus/nd/devices")
-
-
-def namespaces(devices: Path = ND_DEVICES) -> list[str]:
-    """The VM's namespaces, namespace0.0 first (natural order: namespace10.0 after 9.0).
-
-    Every namespace with a size, enabled or not: what ``ndctl list -N -i``
-    lists, less the seeds of a label area (size 0, nothing to test on), from
-    sysfs: ndctl cost 0.4 s of every boot under TCG.
-    """
-    # the bus registers its devices asynchronously: wait for its probes, as libndctl
-    # does (ndctl_bus_wait_probe(): a read of the bus's wait_probe)
-    for wait in devices.glob("ndbus*/wait_probe"):
-        try:
-            wait.read_text()
-        except OSError:
-            pass
-    found = []
-    for dev in devices.glob("namespace*.*"):
-        try:
-            size = int((dev / "size").read_text())
-        except (OSError, ValueError):
-            continue
-        if size > 0:
-            found.append(dev.name)
-    return sorted(found, key=_natural)
+from mfinject import mce, pmem
 
 
 # The filesystems' modules, loaded while pytest starts (7 s under TCG) rather than
@@ -140,10 +111,6 @@ def plugin_args(tests: str, planted: bool = False) -> list[str]:
             *(["-p", "mfinject.vm.planted"] if planted else [])]
 
 
-def _natural(name: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", name))
-
-
 # The device a pmem owner's command names (README.md); the VM's namespace plays it.
 README_DEVICE = "/dev/pmem1"
 
@@ -154,7 +121,7 @@ def like_a_real_machine(ns: str) -> str:
     Returns its device path. On a real machine the namespace was set up long
     before the suite runs; the README's command must work on that.
     """
-    from mfinject import fs, pmem
+    from mfinject import fs
     found = pmem.ensure_fsdax(pmem.lookup(ns), may_reconfigure=True)
     devpath = f"/dev/{found.blockdev}"
     fs.mkfs(fs.FS_KINDS["ext4"], devpath)
@@ -208,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             for line in _lines_of(args.shares_said):
                 logf.write(f"guest: {line}\n")
         preload = preload_modules()
-        found = namespaces()
+        found = pmem.namespaces()
         ns, spares = (found[0], found[1:]) if found else (None, [])
         if ns is None:
             logf.write(f"guest: no pmem namespace in the VM (none with a size under "
-                       f"{ND_DEVICES}): the emulated NVDIMM did not come up\n")
+                       f"{pmem.ND_DEVICES}): the emulated NVDIMM did not come up\n")
         planted = bool(os.environ.get("MFINJECT_PLANT_CRASH"))
         pytest_argv = [args.tests, "-v", *plugin_args(args.tests, planted), "--color=no",
                        f"--junitxml={args.results / 'junit.xml'}",

@@ -127,10 +127,6 @@ def write_plan(dirs: tuple[str, ...], path: Path) -> None:
     path.write_text("".join(f"{d}\n" for d in dirs))
 
 
-def read_plan(path: Path) -> tuple[str, ...]:
-    return tuple(line for line in path.read_text().splitlines() if line)
-
-
 # run by the guest before its first Python (see the script's own comment)
 SCRIPT = Path(__file__).resolve().parent / "cache-imports.sh"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mfinject import pmem
 from mfinject.vm import guest
 
 
@@ -13,11 +14,11 @@ def test_namespaces_with_a_size_in_natural_order(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "size").write_text(f"{size}\n")
     (tmp_path / "namespace3.0").mkdir()  # no size file: not a namespace one can use
-    assert guest.namespaces(tmp_path) == ["namespace0.0", "namespace2.0", "namespace10.0"]
+    assert pmem.namespaces(tmp_path) == ["namespace0.0", "namespace2.0", "namespace10.0"]
 
 
 def test_no_bus_no_namespaces(tmp_path: Path) -> None:
-    assert guest.namespaces(tmp_path / "missing") == []
+    assert pmem.namespaces(tmp_path / "missing") == []
 
 
 def _run(tmp_path: Path, body: str) -> tuple[int, str]:
@@ -81,5 +82,5 @@ def test_namespaces_wait_for_the_bus_to_probe_first(tmp_path: Path, monkeypatch)
     read: list[str] = []
     real = Path.read_text
     monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: read.append(p.name) or real(p))
-    assert guest.namespaces(tmp_path) == ["namespace0.0"]
+    assert pmem.namespaces(tmp_path) == ["namespace0.0"]
     assert read == ["wait_probe", "size"]
