@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from tabulate import tabulate
 
 from mfinject.expectations.model import FLAKY, PASS, SKIPPED, UNSPECIFIED
+from mfinject.observers.health import signature
 from mfinject.results import ResultSet, ScenarioResult
 
 _ORDER = {"crashed": 0, "flaky": 1, "error": 2, "fail": 3, "known-deviation": 4,
@@ -184,17 +186,25 @@ def short_cell(r: ScenarioResult) -> str:
     c = bad[0]
     more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
     expected = "" if c["verdict"] == UNSPECIFIED else f" (expected {c['expected']})"
-    return (f"{label(r.verdict)} {c['participant']}.{c['field']}: {c['observed']}"
+    observed = c["observed"]
+    if (c["participant"], c["field"]) == ("kernel", "health"):
+        # the splat's signature, as known deviations match it, not its first raw
+        # line ("------------[ cut here ]------------"); the lines are in the details
+        observed = signature(observed.split("; "))
+    return (f"{label(r.verdict)} {c['participant']}.{c['field']}: {observed}"
             f"{expected}{more}")
 
 
 def brief(text: str, r: ScenarioResult, limit: int = 60) -> str:
-    """A reason for a matrix cell: without the scenario and filesystem its row and
+    """A reason for a matrix cell: without the scenario (and filesystem) its row and
     column name, cut after a whole word (the report lists every reason in full)."""
-    text = " ".join(text.replace(f"{r.scenario} on {r.fs}", "").split())
+    text = re.sub(rf"(?<![\w-]){re.escape(r.scenario)}(?![\w-])( on {re.escape(r.fs)}\b)?",
+                  "", text)
+    text = " ".join(text.split())
     if len(text) <= limit:
         return text
-    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
+    # one character more: a word that ends at the limit is whole
+    return text[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
 
 
 def column_key(r: ScenarioResult) -> str:

@@ -142,7 +142,7 @@ def test_a_skipped_cell_says_why_in_whole_words_without_what_its_row_and_column_
     r = results.ScenarioResult("corrupt-pfn-metadata", "ext4-daxinode", "6.1.0", "skipped",
                                message=reason)
     cell = table.short_cell(r)
-    assert cell == "SKIPPED not meaningful here: (generic path): only XFS with a ..."
+    assert cell == "SKIPPED not meaningful here: (generic path): only XFS with a reverse ..."
     assert len(cell) <= len("SKIPPED ") + 64
     assert reason in table.skipped([r])  # in full, below the matrix
 
@@ -150,3 +150,26 @@ def test_a_skipped_cell_says_why_in_whole_words_without_what_its_row_and_column_
 def test_a_short_reason_is_left_whole():
     r = results.ScenarioResult("corrupt-pfn", "xfs", "6.1.0", "error", message="setup: boom")
     assert table.short_cell(r) == "ERROR setup: boom"
+
+
+def test_a_skip_reason_loses_its_scenario_name_not_another_scenarios():
+    r = results.ScenarioResult("corrupt-pfn-shared", "ext4", "6.1.0", "skipped", message=(
+        "not meaningful here: corrupt-pfn-shared needs shared blocks (reflink): ext4 has none"))
+    assert table.short_cell(r) == ("SKIPPED not meaningful here: needs shared blocks (reflink): "
+                                   "ext4 has ...")  # "has" ends at the limit: whole
+    other = results.ScenarioResult("corrupt-pfn", "xfs", "6.1.0", "error",
+                                   message="setup: corrupt-pfn-shared left shared blocks")
+    assert table.short_cell(other) == "ERROR setup: corrupt-pfn-shared left shared blocks"
+
+
+def test_a_splat_in_a_matrix_cell_is_its_signature_not_its_cut_here_line():
+    from mfinject.expectations.evaluate import with_health
+    good = observation("madvise-self", [participant("A", sigbus=[ar()])], fs="xfs")
+    findings = ["WARN: [  167.397517] ------------[ cut here ]------------",
+                "WARN: [  167.397724] WARNING: CPU: 1 PID: 835 at fs/dax.c:380 "
+                "dax_insert_entry+0x227/0x320"]
+    row = results.from_observation(good, with_health(judge(good), findings, good))
+    assert row.verdict == "fail"
+    assert table.short_cell(row) == ("FAIL kernel.health: WARN fs/dax.c dax_insert_entry "
+                                     "(expected no splat)")
+    assert "cut here" in table.failure_details([row])  # every line, below the matrix
